@@ -1,0 +1,203 @@
+"""NumPy-in / NumPy-out interactive predictor (thread-agnostic, no Qt).
+
+Coordinates follow napari: points are ``(row, col)``, boxes are
+``(min_row, min_col, max_row, max_col)`` in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .preprocess import Geometry, resize_rgb, to_rgb_uint8
+
+
+class Cancelled(Exception):
+    """Raised inside engine work when its ``cancel()`` callback returned True."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Image features of one 2D image, ready for decoding.
+
+    ``features``: ``(1, 256, 64, 64)`` tensor; ``original_size``: the image's ``(H, W)``;
+    ``input_size``: its resized ``(h, w)`` inside the model's ``S x S`` input;
+    ``model_name``: the model that computed it (features of another model are meaningless).
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    model_name: str
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.original_size, self.input_size)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output for one object: ``masks (K, H, W)`` bool, ``scores (K,)`` float32
+    predicted IoU, ``logits (K, 256, 256)`` float32 low-res logits (valid ``mask_input``)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; other values are checked to exist."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+def upscale_logits(logits: torch.Tensor, geometry: Geometry, img_size: int) -> torch.Tensor:
+    """Low-res logits ``(P, K, g, g)`` -> logits at the original image size ``(P, K, H, W)``."""
+    x = F.interpolate(logits, (img_size, img_size), mode="bilinear", align_corners=False)
+    x = x[..., : geometry.input_size[0], : geometry.input_size[1]]
+    return F.interpolate(x, geometry.original_size, mode="bilinear", align_corners=False)
+
+
+class Predictor:
+    """Embed an image once, then decode point/box/mask prompts in milliseconds."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto") -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.embedding: Embedding | None = None
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model, "model_type", type(self.model).__name__)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.embedding is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        return None if self.embedding is None else self.embedding.original_size
+
+    # --- embedding -------------------------------------------------------------------
+    def compute_embedding(
+        self,
+        image: np.ndarray,
+        contrast_limits: tuple[float, float] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Embedding:
+        """Embed a 2D image (see :func:`to_rgb_uint8` for accepted input). Heavy: run it in
+        a worker. ``cancel()`` is polled between encoder blocks; True raises :class:`Cancelled`."""
+        rgb = to_rgb_uint8(image, contrast_limits)
+        geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
+        resized = resize_rgb(rgb, geometry.input_size)
+        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
+        def check(*_):
+            if cancel is not None and cancel():
+                raise Cancelled("embedding cancelled")
+
+        check()
+        hooks = [b.register_forward_pre_hook(check) for b in self.model.image_encoder.blocks] if cancel else []
+        try:
+            features = self.model.embed(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
+
+    def set_embedding(self, embedding: Embedding) -> None:
+        if embedding.model_name != self.model_name:
+            raise ValueError(
+                f"embedding was computed by model {embedding.model_name!r}, "
+                f"this predictor runs {self.model_name!r}"
+            )
+        features = embedding.features.to(self.device)
+        self.embedding = Embedding(features, embedding.original_size, embedding.input_size, embedding.model_name)
+
+    def set_image(self, image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> None:
+        self.set_embedding(self.compute_embedding(image, contrast_limits))
+
+    def reset_image(self) -> None:
+        self.embedding = None
+
+    # --- decoding --------------------------------------------------------------------
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> Prediction:
+        """Decode one object from points ``(N, 2)`` (row, col) with ``labels`` ``(N,)``
+        (1 foreground, 0 background; default all 1), an optional ``box`` and optional
+        ``mask_input`` ``(1, 256, 256)`` logits from an earlier prediction."""
+        emb = self._require_embedding()
+        pts = None
+        if points is not None and np.asarray(points).size:
+            points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+            labels = np.ones(len(points), np.int64) if labels is None else np.asarray(labels).reshape(-1)
+            self._check_points(points, labels, emb.original_size)
+            xy = torch.from_numpy(emb.geometry.points_to_model(points))[None].to(self.device)
+            pts = (xy, torch.from_numpy(labels.astype(np.int64))[None].to(self.device))
+        boxes = None if box is None else self._boxes_tensor(np.asarray(box).reshape(1, 4), emb)
+        masks = None
+        if mask_input is not None:
+            masks = torch.as_tensor(np.asarray(mask_input, np.float32), device=self.device).reshape(1, 1, *self._mask_hw())
+        if pts is None and boxes is None and masks is None:
+            raise ValueError("nothing to segment: give at least one point, a box or a mask_input")
+        return self._decode(emb, pts, boxes, masks, multimask, squeeze=True)
+
+    def predict_boxes(self, boxes: np.ndarray, multimask: bool = False) -> Prediction:
+        """Decode one object per box ``(N, 4)`` at once: ``masks (N, K, H, W)``, ``scores (N, K)``,
+        ``logits (N, K, 256, 256)``."""
+        emb = self._require_embedding()
+        return self._decode(emb, None, self._boxes_tensor(np.asarray(boxes).reshape(-1, 4), emb), None,
+                            multimask, squeeze=False)
+
+    def _decode(self, emb, pts, boxes, masks, multimask, squeeze) -> Prediction:
+        logits, iou = self.model.decode(emb.features, pts, boxes, masks, multimask)
+        full = upscale_logits(logits, emb.geometry, self.model.img_size) > self.model.mask_threshold
+        out = (full.cpu().numpy(), iou.float().cpu().numpy(), logits.float().cpu().numpy())
+        if squeeze:
+            out = tuple(a[0] for a in out)
+        return Prediction(*out)
+
+    def _mask_hw(self) -> tuple[int, int]:
+        g = self.model.prompt_encoder.image_embedding_size
+        return 4 * g[0], 4 * g[1]
+
+    def _require_embedding(self) -> Embedding:
+        if self.embedding is None:
+            raise RuntimeError("no image set: call set_image() or set_embedding() first")
+        return self.embedding
+
+    def _boxes_tensor(self, boxes: np.ndarray, emb: Embedding) -> torch.Tensor:
+        boxes = boxes.astype(np.float64)
+        if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
+            raise ValueError("degenerate box: need min_row < max_row and min_col < max_col")
+        return torch.from_numpy(emb.geometry.boxes_to_model(boxes)).to(self.device)
+
+    @staticmethod
+    def _check_points(points: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -> None:
+        if len(labels) != len(points):
+            raise ValueError(f"{len(points)} points but {len(labels)} labels")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("point labels must be 1 (foreground) or 0 (background)")
+        h, w = shape
+        outside = (points[:, 0] < -0.5) | (points[:, 0] > h - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > w - 0.5)
+        if outside.any():
+            r, c = points[np.argmax(outside)]
+            raise ValueError(f"point ({r:.1f}, {c:.1f}) lies outside the image of shape {shape}")

@@ -1,0 +1,105 @@
+"""Image preparation and the one place where napari and model coordinates meet.
+
+napari (and NumPy) index images as ``(row, col)``; SAM takes ``(x, y)`` pixel coordinates
+of the image resized so that its longest side is ``S`` (1024). :class:`Geometry` converts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def to_rgb_uint8(image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Turn a 2D image into ``(H, W, 3)`` uint8 RGB, the model's input domain.
+
+    ``image`` is ``(H, W)`` (grayscale), ``(H, W, 1)`` or ``(H, W, 3)``. uint8 passes
+    unchanged unless ``contrast_limits`` are given; other dtypes (and uint8 with limits)
+    are mapped linearly from ``contrast_limits`` (default: min-max of the finite values)
+    to 0-255, clipped; NaN becomes 0.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[-1] != 3:
+        raise ValueError(
+            f"image has {image.shape[-1]} channels; SAM takes grayscale or RGB. "
+            "Choose one channel (or three as RGB) first."
+        )
+    if image.ndim not in (2, 3):
+        raise ValueError(f"expected a 2D image (H, W) or (H, W, C), got shape {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8 or contrast_limits is not None:
+        image = rescale_to_uint8(image, contrast_limits)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return np.ascontiguousarray(image)
+
+
+def robust_limits(image: np.ndarray) -> tuple[float, float]:
+    """Min and max of the finite values (0, 0 if there are none)."""
+    if np.issubdtype(image.dtype, np.integer):
+        return float(image.min()), float(image.max())
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 0.0
+    return float(finite.min()), float(finite.max())
+
+
+def rescale_to_uint8(image: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    if not np.issubdtype(image.dtype, np.number):
+        raise TypeError(f"image dtype {image.dtype} is not numeric")
+    lo, hi = robust_limits(image) if limits is None else (float(limits[0]), float(limits[1]))
+    scaled = image.astype(np.float32)
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo) if hi > lo else 0.0
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += 0.5
+    return scaled.astype(np.uint8)
+
+
+def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
+    """Shape ``(h, w)`` with the longest side ``longest`` and the aspect ratio kept."""
+    scale = longest / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (antialiased) resize of uint8 RGB ``(H, W, 3)`` to ``size`` ``(h, w)``."""
+    from PIL import Image
+
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one image: ``original_size`` ``(H, W)`` and resized ``input_size`` ``(h, w)``."""
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @classmethod
+    def for_image(cls, height: int, width: int, longest: int) -> "Geometry":
+        return cls((height, width), resized_shape(height, width, longest))
+
+    @property
+    def scale_xy(self) -> np.ndarray:
+        (oh, ow), (ih, iw) = self.original_size, self.input_size
+        return np.array([iw / ow, ih / oh])
+
+    def points_to_model(self, points_rc: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` napari ``(row, col)`` -> ``(N, 2)`` model ``(x, y)`` (float32)."""
+        points_rc = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
+        return (points_rc[:, ::-1] * self.scale_xy).astype(np.float32)
+
+    def boxes_to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """``(N, 4)`` ``(min_row, min_col, max_row, max_col)`` -> ``(N, 4)`` ``(x0, y0, x1, y1)``."""
+        corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)
+        return self.points_to_model(corners.reshape(-1, 2)).reshape(-1, 4)

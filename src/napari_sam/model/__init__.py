@@ -1,0 +1,22 @@
+"""Pure PyTorch Segment Anything (no NumPy UI, no Qt).
+
+``build_sam(model_type, checkpoint=None)`` builds ``vit_b``/``vit_l``/``vit_h`` (or a small
+test configuration) and loads official checkpoints unchanged.
+"""
+
+from .build import (
+    CONFIGS,
+    OFFICIAL,
+    CheckpointError,
+    build_sam,
+    guess_model_type,
+    load_checkpoint,
+    random_state_dict,
+    read_state_dict,
+)
+from .sam import Sam
+
+__all__ = [
+    "CONFIGS", "OFFICIAL", "CheckpointError", "Sam", "build_sam", "guess_model_type",
+    "load_checkpoint", "random_state_dict", "read_state_dict",
+]

@@ -1,0 +1,55 @@
+"""Shared fixtures: small random-weight models and checkpoints (no downloads, ever)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # for `import reference`
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty weights cache: nothing leaks into the user's."""
+    monkeypatch.setenv("NAPARI_SAM_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_state():
+    from napari_sam.model import build_sam, random_state_dict
+
+    return random_state_dict(build_sam("vit_tiny_test"), seed=1)
+
+
+@pytest.fixture()
+def tiny_model(tiny_state):
+    from napari_sam.model import build_sam
+
+    model = build_sam("vit_tiny_test")
+    model.load_state_dict(tiny_state)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_state, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny_test.pth"
+    torch.save(tiny_state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def rgb_image() -> np.ndarray:
+    """A 300 x 400 uint8 RGB picture with a few bright discs on a textured background."""
+    rng = np.random.default_rng(0)
+    rr, cc = np.mgrid[:300, :400]
+    img = rng.integers(0, 60, (300, 400, 3)).astype(np.float32)
+    for r, c, rad in [(80, 100, 40), (200, 300, 60), (220, 90, 25)]:
+        img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] += 150
+    return img.clip(0, 255).astype(np.uint8)
