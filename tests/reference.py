@@ -47,11 +47,11 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tens
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
-def _batched_nms(boxes, scores, idxs, thresh):
+def _batched_nms(boxes, scores, idxs, iou_threshold):  # torchvision's keyword name
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
     offsets = idxs.to(boxes) * (boxes.max() + 1)
-    return _nms(boxes + offsets[:, None], scores, thresh)
+    return _nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
 def _install_stand_in() -> None:
