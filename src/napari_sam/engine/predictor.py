@@ -140,11 +140,14 @@ class Predictor:
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = True,
+        *,
+        embedding: Embedding | None = None,
     ) -> Prediction:
         """Decode one object from points ``(N, 2)`` (row, col) with ``labels`` ``(N,)``
         (1 foreground, 0 background; default all 1), an optional ``box`` and optional
-        ``mask_input`` ``(1, 256, 256)`` logits from an earlier prediction."""
-        emb = self._require_embedding()
+        ``mask_input`` ``(1, 256, 256)`` logits from an earlier prediction. ``embedding``
+        decodes on that embedding instead of the one set (the predictor's state is unchanged)."""
+        emb = self._require_embedding(embedding)
         pts = None
         if points is not None and np.asarray(points).size:
             points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -160,10 +163,11 @@ class Predictor:
             raise ValueError("nothing to segment: give at least one point, a box or a mask_input")
         return self._decode(emb, pts, boxes, masks, multimask, squeeze=True)
 
-    def predict_boxes(self, boxes: np.ndarray, multimask: bool = False) -> Prediction:
+    def predict_boxes(self, boxes: np.ndarray, multimask: bool = False, *,
+                      embedding: Embedding | None = None) -> Prediction:
         """Decode one object per box ``(N, 4)`` at once: ``masks (N, K, H, W)``, ``scores (N, K)``,
         ``logits (N, K, 256, 256)``."""
-        emb = self._require_embedding()
+        emb = self._require_embedding(embedding)
         return self._decode(emb, None, self._boxes_tensor(np.asarray(boxes).reshape(-1, 4), emb), None,
                             multimask, squeeze=False)
 
@@ -179,7 +183,15 @@ class Predictor:
         g = self.model.prompt_encoder.image_embedding_size
         return 4 * g[0], 4 * g[1]
 
-    def _require_embedding(self) -> Embedding:
+    def _require_embedding(self, embedding: Embedding | None = None) -> Embedding:
+        if embedding is not None:
+            if embedding.model_name != self.model_name:
+                raise ValueError(f"embedding was computed by model {embedding.model_name!r}, "
+                                 f"this predictor runs {self.model_name!r}")
+            if embedding.features.device != self.device:
+                embedding = Embedding(embedding.features.to(self.device), embedding.original_size,
+                                      embedding.input_size, embedding.model_name)
+            return embedding
         if self.embedding is None:
             raise RuntimeError("no image set: call set_image() or set_embedding() first")
         return self.embedding
