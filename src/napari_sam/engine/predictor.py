@@ -118,13 +118,7 @@ class Predictor:
         return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
 
     def set_embedding(self, embedding: Embedding) -> None:
-        if embedding.model_name != self.model_name:
-            raise ValueError(
-                f"embedding was computed by model {embedding.model_name!r}, "
-                f"this predictor runs {self.model_name!r}"
-            )
-        features = embedding.features.to(self.device)
-        self.embedding = Embedding(features, embedding.original_size, embedding.input_size, embedding.model_name)
+        self.embedding = self._require_embedding(embedding)
 
     def set_image(self, image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> None:
         self.set_embedding(self.compute_embedding(image, contrast_limits))
