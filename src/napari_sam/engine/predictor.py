@@ -78,6 +78,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.embedding: Embedding | None = None
+        self.image: np.ndarray | None = None  # RGB uint8 given to set_image (crop layers re-embed crops)
 
     @property
     def model_name(self) -> str:
@@ -119,12 +120,16 @@ class Predictor:
 
     def set_embedding(self, embedding: Embedding) -> None:
         self.embedding = self._require_embedding(embedding)
+        self.image = None
 
     def set_image(self, image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> None:
-        self.set_embedding(self.compute_embedding(image, contrast_limits))
+        rgb = to_rgb_uint8(image, contrast_limits)
+        self.set_embedding(self.compute_embedding(rgb))
+        self.image = rgb
 
     def reset_image(self) -> None:
         self.embedding = None
+        self.image = None
 
     # --- decoding --------------------------------------------------------------------
     def predict(
