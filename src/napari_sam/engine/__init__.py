@@ -2,5 +2,16 @@
 
 from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
+from .automatic import generate_masks, masks_to_labels
+from .cache import EmbeddingCache
+from .propagate import PropagationStep, PropagationStop, propagate
+from .store import EmbeddingStore, StoreMismatch
+from .tiling import TileLayout
+from .volume import PlanePrediction, VolumeEmbeddings
 
-__all__ = ["Cancelled", "Embedding", "Geometry", "Prediction", "Predictor", "resolve_device", "to_rgb_uint8"]
+__all__ = [
+    "Cancelled", "Embedding", "EmbeddingCache", "EmbeddingStore", "Geometry", "PlanePrediction", "Prediction",
+    "Predictor", "PropagationStep", "PropagationStop", "StoreMismatch", "TileLayout", "VolumeEmbeddings",
+    "propagate", "resolve_device", "to_rgb_uint8",
+]
+__all__ += ["generate_masks", "masks_to_labels"]

@@ -1,0 +1,182 @@
+"""Embeddings of nD images (stacks, time series, large planes), computed on demand.
+
+An image is ``(*lead, H, W)`` or, when ``rgb``, ``(*lead, H, W, 3|4)`` (alpha dropped).
+``lead`` indexes planes (z, t, ...). Each plane is embedded whole, or by tiles with a halo
+when it is large (see :mod:`.tiling`). An *item* is ``(*lead_index, tile_row, tile_col)``.
+Embeddings come from the in-memory LRU cache, else the on-disk store, else are computed
+(and then written to both). Only the pixels of the needed window are read, so dask- or
+zarr-backed images are never loaded whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cache import EmbeddingCache
+from .predictor import Embedding, Prediction, Predictor
+from .store import EmbeddingStore, StoreInfo, image_signature, model_fingerprint
+from .tiling import TileLayout, choose_layout, prompt_extent
+
+SAMPLE_PIXELS = 4_000_000
+
+
+def estimate_limits(image, rgb: bool) -> tuple[float, float] | None:
+    """Global contrast limits for non-uint8 images from a strided sample (None for uint8)."""
+    if image.dtype == np.uint8:
+        return None
+    spatial = 3 if rgb else 2
+    step = max(1, int(np.ceil((np.prod(image.shape, dtype=float) / SAMPLE_PIXELS) ** (1 / image.ndim))))
+    sample = np.asarray(image[tuple(slice(None, None, step) for _ in range(image.ndim - spatial + 2))])
+    sample = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
+    if sample.size == 0:
+        return 0.0, 1.0
+    return float(sample.min()), float(sample.max())
+
+
+@dataclass(frozen=True)
+class PlanePrediction:
+    """A prediction on one plane: masks cover ``window`` ``(r0, c0, r1, c1)`` of the plane."""
+
+    prediction: Prediction
+    window: tuple[int, int, int, int]
+    tile: tuple[int, int]
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return self.window[0], self.window[1]
+
+
+class VolumeEmbeddings:
+    """On-demand embeddings of an nD image for one predictor (see module docstring)."""
+
+    def __init__(self, image, predictor: Predictor, *, rgb: bool = False,
+                 contrast_limits: tuple[float, float] | None = None, tile: int | None = None,
+                 halo: int | None = None, cache: EmbeddingCache | None = None) -> None:
+        spatial = 3 if rgb else 2
+        if image.ndim < spatial:
+            raise ValueError(f"image of shape {image.shape} has fewer than {spatial} dimensions")
+        if rgb and image.shape[-1] not in (3, 4):
+            raise ValueError(f"an RGB image needs 3 or 4 channels last, got shape {image.shape}")
+        self.image = image
+        self.predictor = predictor
+        self.rgb = rgb
+        self.lead_shape: tuple[int, ...] = tuple(image.shape[: image.ndim - spatial])
+        self.plane_shape: tuple[int, int] = tuple(image.shape[image.ndim - spatial: image.ndim - spatial + 2])
+        self.contrast_limits = contrast_limits if contrast_limits is not None else estimate_limits(image, rgb)
+        self.layout: TileLayout | None = choose_layout(self.plane_shape, tile, halo)
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.store: EmbeddingStore | None = None
+
+    # --- items -----------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.layout.grid if self.layout else (1, 1)
+
+    @property
+    def index_shape(self) -> tuple[int, ...]:
+        return self.lead_shape + self.grid
+
+    def items(self) -> Iterator[tuple[int, ...]]:
+        return (tuple(int(i) for i in idx) for idx in np.ndindex(*self.index_shape))
+
+    def window(self, tile: tuple[int, int]) -> tuple[int, int, int, int]:
+        if self.layout is None:
+            return 0, 0, *self.plane_shape
+        return self.layout.window(tuple(tile))
+
+    def pixels(self, lead: tuple[int, ...], tile: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """The window's pixels ``(h, w)`` or ``(h, w, 3)`` of plane ``lead``."""
+        r0, c0, r1, c1 = self.window(tile)
+        data = np.asarray(self.image[tuple(lead) + (slice(r0, r1), slice(c0, c1))])
+        return data[..., :3] if self.rgb else data
+
+    # --- embeddings ------------------------------------------------------------------
+    def store_info(self) -> StoreInfo:
+        """What a matching on-disk store must hold (hashes all pixels: run in a worker)."""
+        return StoreInfo(
+            signature=image_signature(self.image, self.rgb, self.contrast_limits),
+            model=self.predictor.model_name, model_fingerprint=model_fingerprint(self.predictor.model),
+            index_shape=self.index_shape, plane_shape=self.plane_shape,
+            tile=self.layout.tile if self.layout else None, halo=self.layout.halo if self.layout else None)
+
+    def attach_store(self, path, create: bool = True) -> EmbeddingStore:
+        """Use the store at ``path`` (created if missing and ``create``); a store made for
+        other pixels, normalisation, model or layout raises ``StoreMismatch``."""
+        info = self.store_info()
+        self.store = EmbeddingStore.open_or_create(path, info) if create else EmbeddingStore(path)
+        self.store.check(info)
+        return self.store
+
+    def cached(self, item: tuple[int, ...]) -> Embedding | None:
+        """The embedding of ``item`` if it is in memory or on disk (never computes)."""
+        item = tuple(int(i) for i in item)
+        emb = self.cache.get(item)
+        if emb is None and self.store is not None:
+            emb = self.store.get(item)
+            if emb is not None:
+                self.cache.put(item, emb)
+        return emb
+
+    def embedding(self, item: tuple[int, ...], cancel: Callable[[], bool] | None = None) -> Embedding:
+        """Embedding of ``item`` (``lead + tile``): from memory, disk, or computed now."""
+        item = tuple(int(i) for i in item)
+        if len(item) != len(self.index_shape) or any(not 0 <= i < n for i, n in zip(item, self.index_shape)):
+            raise IndexError(f"item {item} outside the index shape {self.index_shape}")
+        emb = self.cached(item)
+        if emb is None:
+            lead, tile = item[:-2], item[-2:]
+            emb = self.predictor.compute_embedding(self.pixels(lead, tile), self.contrast_limits, cancel=cancel)
+            if self.store is not None:
+                self.store.put(item, emb)
+            self.cache.put(item, emb)
+        return emb
+
+    def missing(self) -> list[tuple[int, ...]]:
+        """Items neither in memory nor on disk."""
+        done = self.store.done_mask() if self.store is not None else np.zeros(self.index_shape, bool)
+        return [item for item in self.items() if not done[item] and item not in self.cache]
+
+    def precompute(self, items=None, progress: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> int:
+        """Embed ``items`` (default: all missing ones); returns how many were computed."""
+        todo = self.missing() if items is None else [tuple(i) for i in items]
+        for n, item in enumerate(todo):
+            self.embedding(item, cancel=cancel)
+            if progress is not None:
+                progress(n + 1, len(todo))
+        return len(todo)
+
+    def neighbours(self, lead: tuple[int, ...], axis: int, radius: int) -> list[tuple[int, ...]]:
+        """Plane indices within ``radius`` of ``lead`` along lead ``axis``, nearest first."""
+        out = []
+        for d in range(1, radius + 1):
+            for sign in (1, -1):
+                i = lead[axis] + sign * d
+                if 0 <= i < self.lead_shape[axis]:
+                    out.append(lead[:axis] + (i,) + lead[axis + 1:])
+        return out
+
+    # --- decoding --------------------------------------------------------------------
+    def tile_for(self, points: np.ndarray | None, box: np.ndarray | None) -> tuple[int, int]:
+        if self.layout is None:
+            return 0, 0
+        return self.layout.best_tile(prompt_extent(points, box))
+
+    def predict(self, lead: tuple[int, ...], points=None, labels=None, box=None, mask_input=None,
+                multimask: bool = True, tile: tuple[int, int] | None = None,
+                cancel: Callable[[], bool] | None = None) -> PlanePrediction:
+        """Decode prompts given in plane coordinates ``(row, col)`` on the best window."""
+        points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
+        box = None if box is None else np.asarray(box, float).reshape(4)
+        tile = tuple(tile) if tile is not None else self.tile_for(points, box)
+        emb = self.embedding(tuple(lead) + tile, cancel=cancel)
+        r0, c0, _, _ = window = self.window(tile)
+        shift = np.array([r0, c0], float)
+        pred = self.predictor.predict(
+            points=None if points is None else points - shift, labels=labels,
+            box=None if box is None else box - np.tile(shift, 2), mask_input=mask_input,
+            multimask=multimask, embedding=emb)
+        return PlanePrediction(pred, window, tile)

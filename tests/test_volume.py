@@ -1,0 +1,197 @@
+"""nD images: LRU cache, tiles with halo, on-disk store, on-demand embeddings, propagation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.engine import Cancelled, Predictor
+from napari_sam.engine.cache import EmbeddingCache
+from napari_sam.engine.predictor import Embedding
+from napari_sam.engine.propagate import PropagationStep, PropagationStop, bounding_box, interior_point, propagate
+from napari_sam.engine.store import EmbeddingStore, StoreMismatch
+from napari_sam.engine.tiling import TileLayout, choose_layout
+from napari_sam.engine.volume import VolumeEmbeddings
+
+
+class CountingPredictor(Predictor):
+    """A real predictor that counts how often it embeds."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.embedded = 0
+
+    def compute_embedding(self, *args, **kwargs):
+        self.embedded += 1
+        return super().compute_embedding(*args, **kwargs)
+
+
+@pytest.fixture()
+def predictor(tiny_model):
+    return CountingPredictor(tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(4, 96, 128) uint16 stack: a disc drifting through z on a noisy background."""
+    rng = np.random.default_rng(1)
+    rr, cc = np.mgrid[:96, :128]
+    data = rng.integers(0, 500, (4, 96, 128)).astype(np.uint16)
+    for z in range(4):
+        data[z][(rr - 48) ** 2 + (cc - 40 - 4 * z) ** 2 < 20**2] += 3000
+    return data
+
+
+def fake_embedding(nbytes_mib: float) -> Embedding:
+    n = int(nbytes_mib * 2**20 / 4)
+    return Embedding(torch.zeros(n), (1, 1), (1, 1), "m")
+
+
+def test_lru_cache_is_bounded_in_mib():
+    cache = EmbeddingCache(max_mib=10)
+    for i in range(5):
+        cache.put(i, fake_embedding(3))
+    assert cache.keys() == [2, 3, 4] and cache.nbytes <= 10 * 2**20
+    assert cache.get(2) is not None  # touch: 2 becomes most recent
+    cache.put(5, fake_embedding(3))
+    assert cache.keys() == [4, 2, 5] and 3 not in cache
+
+
+def test_tile_layout_windows_cover_the_plane():
+    layout = TileLayout((2500, 1800), tile=1024, halo=128)
+    assert layout.grid == (3, 2)
+    assert layout.core((2, 1)) == (2048, 1024, 2500, 1800)
+    assert layout.window((0, 0)) == (0, 0, 1152, 1152)
+    assert layout.window((1, 1)) == (896, 896, 2176, 1800)
+    covered = np.zeros((2500, 1800), bool)
+    for idx in layout.indices():
+        r0, c0, r1, c1 = layout.core(idx)
+        covered[r0:r1, c0:c1] = True
+    assert covered.all()
+    # A prompt near a core border is decoded on the window it sits deepest in.
+    assert layout.best_tile((1000, 500, 1040, 540)) in {(0, 0), (1, 0)}
+    assert layout.best_tile((1100, 500, 1110, 510)) == (1, 0)
+    assert layout.best_tile((100, 1020, 120, 1030)) == (0, 0)  # nearer to window (0, 0)'s centre
+    assert choose_layout((1024, 1024)) is None
+    assert choose_layout((4096, 100)).grid == (4, 1)
+    assert choose_layout((1024, 1024), tile=512, halo=64).grid == (2, 2)
+    with pytest.raises(ValueError):
+        TileLayout((100, 100), tile=0, halo=1)
+
+
+def test_volume_embeds_on_demand_and_caches(predictor, stack):
+    vol = VolumeEmbeddings(stack, predictor)
+    assert vol.lead_shape == (4,) and vol.plane_shape == (96, 128) and vol.index_shape == (4, 1, 1)
+    assert vol.contrast_limits == (float(stack.min()), float(stack.max()))  # global, not per slice
+    emb = vol.embedding((2, 0, 0))
+    assert predictor.embedded == 1 and emb.original_size == (96, 128)
+    assert vol.embedding((2, 0, 0)) is emb and predictor.embedded == 1
+    expected = predictor.compute_embedding(stack[2], vol.contrast_limits)
+    assert torch.equal(emb.features, expected.features)
+    assert vol.neighbours((2,), 0, 2) == [(3,), (1,), (0,)]
+    assert len(vol.missing()) == 3
+    with pytest.raises(IndexError):
+        vol.embedding((4, 0, 0))
+
+
+def test_store_roundtrip_resume_and_mismatch(predictor, stack, tmp_path):
+    path = tmp_path / "emb.zarr"
+    vol = VolumeEmbeddings(stack, predictor)
+    vol.attach_store(path)
+    calls = []
+
+    def cancel_after_two():
+        return len(calls) >= 2
+
+    with pytest.raises(Cancelled):  # interrupted after two planes
+        vol.precompute(progress=lambda d, t: calls.append(d), cancel=cancel_after_two)
+    assert EmbeddingStore(path).done_mask().sum() == 2
+    first = vol.embedding((0, 0, 0)).features.clone()
+
+    # A new session: same pixels, same model -> resumes, computing only the rest.
+    again = VolumeEmbeddings(stack, predictor)
+    again.attach_store(path)
+    before = predictor.embedded
+    assert again.precompute() == 2 and predictor.embedded == before + 2
+    assert EmbeddingStore(path).done_mask().all()
+    assert torch.equal(again.embedding((0, 0, 0)).features, first)
+    assert again.precompute() == 0  # nothing left
+    store = EmbeddingStore(path, mode="r")
+    assert store.info.model == "vit_tiny_test" and store.info.index_shape == (4, 1, 1)
+
+    changed = stack.copy()
+    changed[3, 0, 0] += 1
+    with pytest.raises(StoreMismatch, match="other pixels"):
+        VolumeEmbeddings(changed, predictor).attach_store(path)
+    with pytest.raises(StoreMismatch, match="other pixels"):
+        VolumeEmbeddings(stack, predictor, contrast_limits=(0, 1000)).attach_store(path)
+    with pytest.raises(StoreMismatch, match="layout"):
+        VolumeEmbeddings(stack, predictor, tile=64, halo=8).attach_store(path)
+
+
+def test_store_refuses_another_model(predictor, stack, tmp_path, tiny_state):
+    from napari_sam.model import build_sam, random_state_dict
+
+    VolumeEmbeddings(stack, predictor).attach_store(tmp_path / "e.zarr")
+    other = build_sam("vit_tiny_test")
+    other.load_state_dict(random_state_dict(other, seed=99))
+    with pytest.raises(StoreMismatch, match="other weights"):
+        VolumeEmbeddings(stack, Predictor(other, "cpu")).attach_store(tmp_path / "e.zarr")
+
+
+def test_large_plane_is_tiled_and_only_needed_tiles_embedded(predictor):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (300, 520), dtype=np.uint8)
+    vol = VolumeEmbeddings(image, predictor, tile=128, halo=32)
+    assert vol.index_shape == (3, 5)
+    out = vol.predict((), points=[[140.0, 300.0]], labels=[1])
+    assert predictor.embedded == 1
+    assert out.tile == (1, 2) and out.window == (96, 224, 288, 416)
+    r0, c0, r1, c1 = out.window
+    assert out.prediction.masks.shape == (3, r1 - r0, c1 - c0)
+    # Same as decoding the window on its own with the shifted prompt.
+    direct = Predictor(predictor.model, "cpu")
+    direct.set_image(image[r0:r1, c0:c1])
+    ref = direct.predict(points=[[140.0 - r0, 300.0 - c0]], labels=[1])
+    np.testing.assert_allclose(out.prediction.logits, ref.logits, atol=1e-5)
+    vol.predict((), box=[100.0, 250.0, 180.0, 350.0])  # same window again: no new embedding
+    assert predictor.embedded == 1
+
+
+def test_dask_backed_image_is_read_by_window(predictor):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 60000, (2, 300, 400), dtype=np.uint16)
+    lazy = da.from_array(base, chunks=(1, 100, 100))
+    vol = VolumeEmbeddings(lazy, predictor, tile=128, halo=16, contrast_limits=(0, 60000))
+    emb = vol.embedding((1, 0, 2))
+    direct = predictor.compute_embedding(base[1, 0:144, 240:400], (0, 60000))
+    assert torch.equal(emb.features, direct.features)
+
+
+def test_propagation_through_z(predictor, stack):
+    vol = VolumeEmbeddings(stack, predictor)
+    start = vol.predict((1,), points=[[48.0, 44.0]], labels=[1], multimask=False)
+    mask = np.zeros((96, 128), bool)
+    mask[30:66, 25:65] = True  # the object's mask on z=1
+    steps = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, mask,
+                           start.prediction.logits, min_score=-1e9, min_overlap=0.0, min_area=0))
+    assert [s.index for s in steps] == [2, 3]
+    assert all(isinstance(s, PropagationStep) and s.mask.shape == (96, 128) for s in steps)
+    back = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, -1, mask,
+                          min_score=-1e9, min_overlap=0.0, min_area=0))
+    assert [s.index for s in back] == [0]
+    stopped = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, mask, min_score=1e9))
+    assert stopped == [PropagationStop(2, "score")]
+    empty = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, np.zeros((96, 128), bool)))
+    assert empty == [PropagationStop(2, "vanished")]
+
+
+def test_prompt_helpers():
+    mask = np.zeros((50, 60), bool)
+    mask[10:30, 20:50] = True
+    np.testing.assert_allclose(bounding_box(mask, margin=0.0), [9, 19, 30, 50])
+    assert bounding_box(np.zeros((5, 5), bool)) is None
+    r, c = interior_point(mask)[0]
+    assert 17 <= r <= 22 and 27 <= c <= 42 and mask[int(r), int(c)]
