@@ -1,0 +1,105 @@
+"""``napari-sam embed IMAGE --model vit_b --out EMB.zarr``: precompute embeddings to disk.
+
+Works on 2D images, stacks and time series (one embedding per plane) and on large planes
+(by tiles with a halo). Resumable: run it again after an interruption and it computes only
+what is missing. The napari widget reuses the store without recomputing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def open_image(path: Path):
+    """A lazily readable array for ``.tif``/``.tiff`` (memory-mapped when possible),
+    ``.npy`` (memory-mapped) or a ``.zarr`` array; other files via scikit-image."""
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise FileNotFoundError(f"no such image: {path}")
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            return tifffile.memmap(path, mode="r")
+        except Exception:  # compressed or tiled TIFF: read it
+            return tifffile.imread(path)
+    if suffix == ".npy":
+        return np.load(path, mmap_mode="r")
+    if suffix == ".zarr":
+        import zarr
+
+        return zarr.open_array(str(path), mode="r")
+    from skimage.io import imread
+
+    return imread(path)
+
+
+def guess_rgb(shape: tuple[int, ...]) -> bool:
+    """Like napari: a last axis of 3 or 4 on an image of 3+ dimensions is colour."""
+    return len(shape) >= 3 and shape[-1] in (3, 4)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="napari-sam embed", description=__doc__.splitlines()[0])
+    p.add_argument("image", type=Path, help="image file (.tif, .npy, .zarr, .png ...)")
+    p.add_argument("--out", type=Path, required=True, help="zarr store to write (EMB.zarr)")
+    p.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h or a .pth checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--tile", type=int, default=None, help="tile size for large planes (default: auto)")
+    p.add_argument("--halo", type=int, default=None, help="halo around each tile (default 128)")
+    p.add_argument("--rgb", dest="rgb", action="store_true", default=None, help="last axis is RGB(A)")
+    p.add_argument("--no-rgb", dest="rgb", action="store_false", help="last axis is spatial")
+    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="map LO..HI to 0..255 (default: the image's range)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .engine import StoreMismatch, VolumeEmbeddings
+    from .weights import load_model
+
+    try:
+        image = open_image(args.image)
+        rgb = guess_rgb(image.shape) if args.rgb is None else args.rgb
+        predictor = load_model(args.model, device=args.device)
+        vol = VolumeEmbeddings(image, predictor, rgb=rgb, contrast_limits=args.contrast_limits,
+                               tile=args.tile, halo=args.halo)
+        print(f"{args.image.name}: shape {tuple(image.shape)}, {'RGB' if rgb else 'gray'}, "
+              f"{int(np.prod(vol.index_shape))} item(s) of index shape {vol.index_shape}"
+              + (f", tiles {vol.layout.tile}+{vol.layout.halo}" if vol.layout else ""), flush=True)
+        vol.attach_store(args.out)
+    except (FileNotFoundError, ValueError, StoreMismatch, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    todo = vol.missing()
+    if not todo:
+        print(f"{args.out}: complete, nothing to compute")
+        return 0
+    t0 = time.perf_counter()
+    bar = _progress_bar(len(todo))
+    try:
+        vol.precompute(todo, progress=lambda done, total: bar(done))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume ({args.out})", file=sys.stderr)
+        return 130
+    print(f"\n{args.out}: {len(todo)} embedding(s) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda done: print(f"\r{done}/{total}", end="", flush=True)
+    bar = tqdm(total=total, unit="emb")
+    return lambda done: bar.update(done - bar.n)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`napari-sam embed`: stacks and large planes to a resumable zarr store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_sam.embedding_cli import guess_rgb, main
+from napari_sam.engine import EmbeddingStore, Predictor, VolumeEmbeddings
+
+
+@pytest.fixture()
+def stack_tif(tmp_path):
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 4000, (3, 64, 80), dtype=np.uint16)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, data)
+    return path, data
+
+
+def test_embed_stack_resumes_and_is_reused(stack_tif, tiny_checkpoint, tmp_path, capsys, tiny_model):
+    path, data = stack_tif
+    out = tmp_path / "emb.zarr"
+    args = [str(path), "--model", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    store = EmbeddingStore(out)
+    assert store.done_mask().shape == (3, 1, 1) and store.done_mask().all()
+    saved = store.get((1, 0, 0)).features.clone()
+
+    # Simulate an interruption: plane 1 was never finished.
+    store.group["done"][1, 0, 0] = False
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 embedding(s)" in capsys.readouterr().out
+    assert torch.equal(EmbeddingStore(out).get((1, 0, 0)).features, saved)
+    assert main(args) == 0
+    assert "nothing to compute" in capsys.readouterr().out
+
+    # The engine (and so the widget) reuses it without computing anything.
+    predictor = Predictor(tiny_model, "cpu")
+    vol = VolumeEmbeddings(data, predictor)
+    vol.attach_store(out, create=False)
+    assert vol.missing() == []
+    direct = predictor.compute_embedding(data[1], vol.contrast_limits)
+    assert torch.allclose(vol.embedding((1, 0, 0)).features, direct.features)
+
+
+def test_embed_large_plane_by_tiles(tmp_path, tiny_checkpoint):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "big.npy"
+    np.save(path, rng.integers(0, 255, (200, 300), dtype=np.uint8))
+    out = tmp_path / "big.zarr"
+    assert main([str(path), "--model", str(tiny_checkpoint), "--out", str(out), "--tile", "128",
+                 "--halo", "16", "--device", "cpu"]) == 0
+    store = EmbeddingStore(out)
+    assert store.info.tile == 128 and store.info.halo == 16 and store.info.index_shape == (2, 3)
+    assert store.done_mask().all()
+    assert store.get((1, 2)).original_size == (200 - 112, 300 - 240)
+
+
+def test_embed_refuses_mismatched_store_and_bad_input(stack_tif, tiny_checkpoint, tmp_path, capsys):
+    path, data = stack_tif
+    out = tmp_path / "emb.zarr"
+    assert main([str(path), "--model", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]) == 0
+    other = tmp_path / "other.tif"
+    tifffile.imwrite(other, data[::-1].copy())
+    assert main([str(other), "--model", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]) == 2
+    assert "other pixels" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.tif"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
+    assert "no such image" in capsys.readouterr().err
+
+
+def test_guess_rgb():
+    assert guess_rgb((10, 10, 3)) and guess_rgb((5, 10, 10, 4))
+    assert not guess_rgb((10, 3)) and not guess_rgb((3, 10, 10))
