@@ -157,6 +157,8 @@ def test_large_plane_is_tiled_and_only_needed_tiles_embedded(predictor):
     np.testing.assert_allclose(out.prediction.logits, ref.logits, atol=1e-5)
     vol.predict((), box=[100.0, 250.0, 180.0, 350.0])  # same window again: no new embedding
     assert predictor.embedded == 1
+    with pytest.raises(ValueError, match="more than one tile window"):
+        vol.predict((), box=[10.0, 10.0, 290.0, 510.0])
 
 
 def test_dask_backed_image_is_read_by_window(predictor):

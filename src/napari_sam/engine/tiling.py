@@ -47,8 +47,8 @@ class TileLayout:
         return [(iy, ix) for iy in range(ny) for ix in range(nx)]
 
     def best_tile(self, extent: tuple[float, float, float, float]) -> tuple[int, int]:
-        """The tile whose window holds ``extent`` (rows/cols of all prompts) with the most
-        margin; if no window holds it all, the one overlapping it most."""
+        """Among the windows that hold ``extent`` ``(r0, c0, r1, c1)`` (all prompts), the one
+        whose centre is nearest to the prompts'; if none holds it all, the one overlapping most."""
         r0, c0, r1, c1 = extent
         centre = np.array([(r0 + r1) / 2, (c0 + c1) / 2])
         best, best_key = (0, 0), None

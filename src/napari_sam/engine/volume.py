@@ -172,8 +172,13 @@ class VolumeEmbeddings:
         points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
         box = None if box is None else np.asarray(box, float).reshape(4)
         tile = tuple(tile) if tile is not None else self.tile_for(points, box)
+        r0, c0, r1, c1 = window = self.window(tile)
+        if self.layout is not None:
+            e0, f0, e1, f1 = prompt_extent(points, box)
+            if e0 < r0 - 0.5 or f0 < c0 - 0.5 or e1 > r1 - 0.5 or f1 > c1 - 0.5:
+                raise ValueError(f"the prompts span more than one tile window ({self.layout.tile} px + "
+                                 f"{self.layout.halo} px halo): use closer prompts or a larger tile")
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)
-        r0, c0, _, _ = window = self.window(tile)
         shift = np.array([r0, c0], float)
         pred = self.predictor.predict(
             points=None if points is None else points - shift, labels=labels,
