@@ -3,7 +3,6 @@
 from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .automatic import generate_masks, masks_to_labels
-from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .propagate import PropagationStep, PropagationStop, propagate
 from .store import EmbeddingStore, StoreMismatch
@@ -15,5 +14,4 @@ __all__ = [
     "Predictor", "PropagationStep", "PropagationStop", "StoreMismatch", "TileLayout", "VolumeEmbeddings",
     "propagate", "resolve_device", "to_rgb_uint8",
 ]
-__all__ += ["generate_masks", "masks_to_labels"]
 __all__ += ["generate_masks", "masks_to_labels"]
