@@ -1,0 +1,107 @@
+"""Labels images to TIFF: smallest unsigned dtype, pixel size as metadata, atomic write.
+
+Arrays are ``(..., row, col)``; ``scale`` has one entry per axis in the same order (napari's
+``layer.scale``). The last two entries become the TIFF X/Y resolution (pixels per unit):
+per centimetre when ``unit`` is micrometre/nanometre/millimetre, unit-less otherwise. The full
+scale and unit are also stored as JSON in the image description (``tifffile`` shaped metadata).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_UNIT_TO_CM = {"micrometer": 1e-4, "micron": 1e-4, "um": 1e-4, "µm": 1e-4,
+               "nanometer": 1e-7, "nm": 1e-7, "millimeter": 0.1, "mm": 0.1,
+               "centimeter": 1.0, "cm": 1.0}
+
+
+def smallest_uint_dtype(max_value: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds ``max_value`` (>= 0)."""
+    if max_value < 0:
+        raise ValueError(f"labels must be non-negative, got {max_value}")
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"label id {max_value} does not fit in 64 bits")
+
+
+def _as_labels(data: Any) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim < 2:
+        raise ValueError(f"labels must be at least 2D, got shape {data.shape}")
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.mod(data, 1) == 0):
+            raise ValueError("labels must hold whole numbers")
+    if data.size and data.min() < 0:
+        raise ValueError(f"labels must be non-negative, found {data.min()}")
+    top = int(data.max()) if data.size else 0
+    return data.astype(smallest_uint_dtype(top), copy=False)
+
+
+def _resolution(scale: Sequence[float] | None, unit: str | None) -> dict[str, Any]:
+    if scale is None or len(scale) < 2:
+        return {}
+    sy, sx = float(scale[-2]), float(scale[-1])
+    if sy <= 0 or sx <= 0:
+        return {}
+    per_cm = _UNIT_TO_CM.get(str(unit).lower()) if unit else None
+    if per_cm is not None:  # pixels per centimetre, the TIFF way of saying "µm per pixel"
+        return {"resolution": (1.0 / (sx * per_cm), 1.0 / (sy * per_cm)), "resolutionunit": "CENTIMETER"}
+    return {"resolution": (1.0 / sx, 1.0 / sy), "resolutionunit": "NONE"}
+
+
+def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
+                      unit: str | None = None) -> Path:
+    """Write ``labels`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    The dtype is the smallest unsigned type that holds the largest id. Returns the path.
+    A failed write leaves any existing file at ``path`` untouched and no temporary behind.
+    """
+    import tifffile
+
+    path = Path(path)
+    data = _as_labels(labels)
+    meta: dict[str, Any] = {"napari_sam": "labels"}
+    if scale is not None:
+        meta["scale"] = [float(s) for s in scale]
+    if unit:
+        meta["unit"] = str(unit)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, metadata=meta, compression="zlib", **_resolution(scale, unit))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_labels_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a labels TIFF: the array and the metadata written with it (``scale``, ``unit``)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+    meta.pop("shape", None)
+    return data, meta
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer for Labels layers (``.tif`` / ``.tiff``)."""
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        path = f"{path}.tif"
+    units = meta.get("units")
+    unit = str(units[-1]) if units else None
+    if unit in ("pixel", "None"):
+        unit = None
+    return [str(write_labels_tiff(path, data, scale=meta.get("scale"), unit=unit))]

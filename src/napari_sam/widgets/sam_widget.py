@@ -1,0 +1,333 @@
+"""``SamWidget``: the dock widget that drives SAM from napari.
+
+Heavy work (weights, checkpoint, embedding) and decoding run in workers (``jobs``); this
+class owns the state and keeps the layers in step. Prompt and mask layers share the image's
+2D placement, so their data coordinates are the image's pixel ``(row, col)``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
+
+from ..engine import Cancelled, resolve_device
+from ..weights import DownloadCancelled
+from . import layers as L
+from . import prompts, work
+from .annotation import Annotation
+from .jobs import LatestWins, Task, TaskRunner
+from .ui import MODEL_FILE, NEW_LABELS, build_panel
+
+
+class SamWidget(QWidget):
+    """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
+    :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
+    :meth:`export_labels`, :meth:`wait_idle`."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.ui = build_panel(self)
+        self.model: work.LoadedModel | None = None
+        self._model_token = 0
+        self._model_label = ""
+        self.image: Image | None = None
+        self._versions: dict[int, int] = {}
+        self.embedding: tuple[work.EmbeddingKey, object] | None = None
+        self._loader = TaskRunner(self._progress)
+        self._embedder = TaskRunner(self._progress)
+        self._decoder = LatestWins(work.decode, self._decoded, self._decode_failed)
+        self.annotation = Annotation(self)
+        self._deferred = 0
+        self._wire()
+        self._refresh_choices()
+
+    # --- wiring ----------------------------------------------------------------------
+    def _wire(self) -> None:
+        ui, events = self.ui, self.viewer.layers.events
+        events.removed.connect(self._layer_removed)
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(lambda _: self.defer(self._refresh_choices))
+        ui.image.currentIndexChanged.connect(self._image_chosen)
+        ui.load.clicked.connect(self._load_clicked)
+        ui.model.activated.connect(self._model_activated)
+        ui.device.activated.connect(lambda _: self.model is not None and self._load_clicked())
+        ui.cancel.clicked.connect(self.cancel)
+        ui.commit.clicked.connect(self.commit)
+        ui.clear.clicked.connect(self.clear)
+        ui.undo.clicked.connect(self.undo)
+        ui.redo.clicked.connect(self.redo)
+        ui.export.clicked.connect(self._export_clicked)
+        ui.polarity.toggled.connect(lambda on: self.annotation.set_polarity(not on))
+        for k, button in enumerate(ui.choose):
+            button.clicked.connect(lambda _=False, k=k: self.select_candidate(k))
+
+    # --- messages --------------------------------------------------------------------
+    @property
+    def status_text(self) -> str:
+        return self.ui.status.text()
+
+    def message(self, text: str, warn: bool = False) -> None:
+        """Show ``text`` in the status line (and as a napari notification when ``warn``)."""
+        self.ui.status.setText(text)
+        if warn:
+            show_warning(f"Segment Anything: {text}")
+
+    def _progress(self, task: Task, done: int, total: int) -> None:
+        if task.label.startswith("downloading") and total:
+            self.message(f"{task.label}: {100 * done // total}%")
+        elif total:
+            self.message(f"{task.label}… {done}/{total}")
+
+    def _busy_changed(self) -> None:
+        self.ui.cancel.setEnabled(self._loader.current is not None or self._embedder.current is not None)
+
+    # --- choosers --------------------------------------------------------------------
+    def _refresh_choices(self, event=None) -> None:
+        ui = self.ui
+        images = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
+        names = [lay.name for lay in images]
+        current = self.image.name if self.image is not None and self.image in images else None
+        ui.image.blockSignals(True)
+        ui.image.clear()
+        ui.image.addItems(names)
+        if current is not None:
+            ui.image.setCurrentIndex(names.index(current))
+        ui.image.blockSignals(False)
+        self.refresh_labels_choice()
+        if current is None:
+            self._image_chosen()
+
+    def refresh_labels_choice(self) -> None:
+        combo = self.ui.labels
+        keep = combo.currentText()
+        shape = self.image_shape
+        names = [lay.name for lay in self.viewer.layers if isinstance(lay, Labels)
+                 and L.role(lay) != "candidate" and shape is not None and lay.data.shape == shape]
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems([NEW_LABELS, *names])
+        if keep in names:
+            combo.setCurrentText(keep)
+        combo.blockSignals(False)
+
+    def _image_chosen(self, *_) -> None:
+        name = self.ui.image.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        self.set_image(layer if isinstance(layer, Image) else None)
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the chosen image when it is 2D, else None."""
+        if self.image is None or self.image.ndim != 2 or self.image.multiscale:
+            return None
+        return tuple(int(s) for s in self.image.data.shape[:2])
+
+    def set_image(self, layer: Image | None) -> None:
+        """Segment ``layer`` (a 2D gray or RGB Image layer) from now on."""
+        if layer is self.image:
+            return
+        if self.image is not None:
+            self.image.events.data.disconnect(self._image_data_changed)
+        self._embedder.cancel()
+        self.embedding = None
+        self.annotation.reset_object(clear_prompts=True)
+        self.image = layer
+        if layer is not None:
+            layer.events.data.connect(self._image_data_changed)
+            if self.ui.image.currentText() != layer.name:
+                self.ui.image.blockSignals(True)
+                self.ui.image.setCurrentText(layer.name)
+                self.ui.image.blockSignals(False)
+        self.refresh_labels_choice()
+        if layer is None:
+            self.message("No image: open or choose a 2D image layer.")
+        elif self.image_shape is None:
+            self.message(f"'{layer.name}' is {layer.ndim}D{' multiscale' if layer.multiscale else ''}: "
+                         "only 2D grayscale or RGB images are supported for now. Choose a 2D image.", warn=True)
+        else:
+            self.annotation.ensure_prompt_layers()
+            self._start_embedding()
+        self._busy_changed()
+
+    def _image_data_changed(self, event=None) -> None:
+        if self.image is None:
+            return
+        self._versions[id(self.image)] = self._versions.get(id(self.image), 0) + 1
+        self.embedding = None
+        self.annotation.drop_candidates()
+        self.refresh_labels_choice()
+        self._start_embedding()
+
+    def _layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.image:
+            self.set_image(None)
+            self.message(f"Image '{layer.name}' was removed; work on it was stopped.", warn=True)
+        self.annotation.layer_removed(layer)
+
+    # --- model -----------------------------------------------------------------------
+    def _model_activated(self, index: int) -> None:
+        if self.ui.model.itemText(index) == MODEL_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", "", "PyTorch checkpoint (*.pth *.pt)")
+            if not path:
+                return
+            self.ui.model.insertItem(index, path)
+            self.ui.model.setCurrentIndex(index)
+        self._load_clicked()
+
+    def _load_clicked(self, *_) -> None:
+        self.load_model(self.ui.model.currentText(), self.ui.device.currentText())
+
+    def load_model(self, name_or_path, device: str = "auto") -> None:
+        """Load ``vit_b``/``vit_l``/``vit_h`` (downloaded if needed) or a ``.pth`` file, in the
+        background. The chosen image is embedded when it is ready (see :meth:`wait_idle`)."""
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            self.message(str(exc), warn=True)
+            return
+        self._loader.cancel()
+        self._embedder.cancel()
+        self.model, self.embedding = None, None
+        self.annotation.drop_candidates()
+        self._model_token += 1
+        text = str(name_or_path)
+        self._model_label = Path(text).name if Path(text).suffix else text
+        label = f"loading {self._model_label}" if Path(text).is_file() else f"downloading {text}"
+        self.message(f"{label}…")
+        self._loader.start(label, self._model_token, work.load(text, device), 0, self._loaded, self._task_failed)
+        self._busy_changed()
+
+    def _loaded(self, task: Task, predictor) -> None:
+        if task.key != self._model_token:
+            return
+        self.model = work.LoadedModel(predictor, self._model_token, self._model_label)
+        self.message(f"Model {self._model_label} ready on {predictor.device}.")
+        self._start_embedding()
+        self._busy_changed()
+
+    # --- embedding -------------------------------------------------------------------
+    def current_key(self) -> work.EmbeddingKey | None:
+        if self.image is None or self.model is None:
+            return None
+        return work.EmbeddingKey(id(self.image), self._versions.get(id(self.image), 0), self.model.token)
+
+    def _start_embedding(self) -> None:
+        key, shape = self.current_key(), self.image_shape
+        if key is None or shape is None or (self.embedding is not None and self.embedding[0] == key):
+            return
+        layer = self.image
+        limits = None if layer.rgb else tuple(float(v) for v in layer.contrast_limits)
+        data = np.asarray(layer.data)
+        self._embedder.start(f"embedding {layer.name}", key, work.embed(self.model, data, limits),
+                             self.model.encoder_steps(), self._embedded, self._task_failed)
+        self.message(f"embedding {layer.name}…")
+        self._busy_changed()
+
+    def _embedded(self, task: Task, embedding) -> None:
+        if task.key != self.current_key():
+            return  # computed for another image, data version or model: never applied
+        self.embedding = (task.key, embedding)
+        self.message(f"Ready: click on '{self.image.name}' to segment (model {self.model.label}).")
+        self._busy_changed()
+        self.annotation.request_decode()
+
+    def _task_failed(self, task: Task, exc: BaseException) -> None:
+        if isinstance(exc, (Cancelled, DownloadCancelled)):
+            self.message(f"{task.label} cancelled.")
+        else:
+            self.message(f"{task.label} failed: {exc}", warn=True)
+        self._busy_changed()
+
+    def cancel(self) -> None:
+        """Stop loading/embedding; the partial work is discarded."""
+        stopped = [t for t in (self._loader.cancel(), self._embedder.cancel()) if t is not None]
+        if stopped:
+            self.message(f"{stopped[-1].label} cancelled.")
+        self._busy_changed()
+
+    # --- decoding --------------------------------------------------------------------
+    def submit_decode(self, request: work.DecodeRequest) -> None:
+        self._decoder.submit(request)
+
+    def drop_pending_decode(self) -> None:
+        self._decoder.drop_pending()
+
+    def _decoded(self, request: work.DecodeRequest, candidates) -> None:
+        self.annotation.decoded(request, candidates)
+
+    def _decode_failed(self, request: work.DecodeRequest, exc: BaseException) -> None:
+        if request.generation == self.annotation.generation:
+            self.message(f"decoding failed: {exc}", warn=True)
+
+    # --- scripting API ---------------------------------------------------------------
+    def select_candidate(self, i: int) -> bool:
+        """Choose candidate ``i`` (0-based rank, = ``metadata["napari_sam"]["index"]``)."""
+        return self.annotation.select(i)
+
+    def commit(self) -> bool:
+        """Write the chosen candidate into the labels layer with a new id."""
+        return self.annotation.commit()
+
+    def clear(self) -> None:
+        """Drop the current object's prompts and candidates."""
+        self.annotation.clear()
+
+    def undo(self) -> bool:
+        return self.annotation.undo()
+
+    def redo(self) -> bool:
+        return self.annotation.redo()
+
+    def export_labels(self, path) -> Path | None:
+        """Write the committed labels to a TIFF at ``path``; None (and a message) if nothing."""
+        return self.annotation.export(path)
+
+    def _export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.tif", "TIFF (*.tif *.tiff)")
+        if path:
+            self.export_labels(path)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._deferred) or self._loader.busy or self._embedder.busy or self._decoder.busy
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        app = QApplication.instance()
+        while True:
+            app.processEvents()
+            if not self.busy:
+                app.processEvents()
+                if not self.busy:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        self._loader.cancel()
+        self._embedder.cancel()
+        super().closeEvent(event)
+
+    def defer(self, fn) -> None:
+        """Run ``fn`` once control is back in the event loop (after napari finishes the
+        layer-list change being signalled); :meth:`wait_idle` waits for it."""
+        def run():
+            self._deferred -= 1
+            fn()
+
+        QTimer.singleShot(0, run)
+        self._deferred += 1
+
+    def info(self, text: str) -> None:
+        self.message(text)
+        show_info(text)
