@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, resize_rgb, to_rgb_uint8
 
 
@@ -62,13 +63,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA devices)")
     return dev
-
-
-def upscale_logits(logits: torch.Tensor, geometry: Geometry, img_size: int) -> torch.Tensor:
-    """Low-res logits ``(P, K, g, g)`` -> logits at the original image size ``(P, K, H, W)``."""
-    x = F.interpolate(logits, (img_size, img_size), mode="bilinear", align_corners=False)
-    x = x[..., : geometry.input_size[0], : geometry.input_size[1]]
-    return F.interpolate(x, geometry.original_size, mode="bilinear", align_corners=False)
 
 
 class Predictor:
@@ -172,7 +166,7 @@ class Predictor:
 
     def _decode(self, emb, pts, boxes, masks, multimask, squeeze) -> Prediction:
         logits, iou = self.model.decode(emb.features, pts, boxes, masks, multimask)
-        full = upscale_logits(logits, emb.geometry, self.model.img_size) > self.model.mask_threshold
+        full = masks_from_logits(logits.float(), emb.geometry, self.model.img_size, self.model.mask_threshold)
         out = (full.cpu().numpy(), iou.float().cpu().numpy(), logits.float().cpu().numpy())
         if squeeze:
             out = tuple(a[0] for a in out)
