@@ -34,6 +34,7 @@ class Annotation:
         self.generation = 0  # bumps on every prompt change: older decode results are stale
         self.positive = True
         self._click_positive: bool | None = None  # polarity of the point being clicked
+        self._notes = ""  # problems with the prompts of the latest decode
         self._quiet = 0
         self.viewer.layers.selection.events.active.connect(self._active_changed)
 
@@ -126,8 +127,9 @@ class Annotation:
             return
         found = prompts.collect(pts, pos, shapes, kinds, shape)
         plan, notes = prompts.plan(found, self.object.mask_input())
-        if found.problems or notes:
-            self.w.message("; ".join(found.problems + notes), warn=True)
+        self._notes = "; ".join(found.problems + notes)
+        if self._notes:
+            self.w.message(self._notes, warn=True)
         if plan is None:
             self.drop_candidates()
             return
@@ -165,10 +167,11 @@ class Annotation:
         self._highlight()
         if len(candidates) > 1:
             listing = ", ".join(f"{c.index + 1}: {c.iou:.2f}" for c in candidates)
-            self.w.message(f"{len(candidates)} candidates (IoU {listing}); keys 1-3 choose, C commits.")
+            text = f"{len(candidates)} candidates (IoU {listing}); keys 1-3 choose, C commits."
         else:
             what = f"{len(candidates[0].ious)} objects" if candidates[0].ious else "1 mask"
-            self.w.message(f"{what} (IoU {candidates[0].iou:.2f}); C commits, Esc clears.")
+            text = f"{what} (IoU {candidates[0].iou:.2f}); C commits, Esc clears."
+        self.w.message(f"{text} Note: {self._notes}." if self._notes else text)
 
     def _candidate_slot(self) -> int:
         for layer in (self.boxes, self.points):

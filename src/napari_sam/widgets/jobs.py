@@ -71,7 +71,7 @@ class TaskRunner:
         def body():
             return fn(lambda done, tot: relay.progressed.emit(task, int(done), int(tot)), task.cancelled)
 
-        worker = create_worker(body, _start_thread=False)
+        worker = create_worker(body, _start_thread=False, _ignore_errors=True)
         task.worker = worker
         worker.returned.connect(lambda result: self._returned(task, result, on_result))
         worker.errored.connect(lambda exc: self._errored(task, exc, on_error))
@@ -154,7 +154,7 @@ class LatestWins:
 
     def _start(self, request: Any) -> None:
         self.started += 1
-        worker = create_worker(self._fn, request, _start_thread=False)
+        worker = create_worker(self._fn, request, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._on_result(request, result))
         worker.errored.connect(lambda exc: self._on_error(request, exc))
         worker.finished.connect(self._next)

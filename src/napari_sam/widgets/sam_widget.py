@@ -37,6 +37,7 @@ class SamWidget(QWidget):
         self.model: work.LoadedModel | None = None
         self._model_token = 0
         self._model_label = ""
+        self._model_source: tuple[str, str] | None = None
         self.image: Image | None = None
         self._versions: dict[int, int] = {}
         self.embedding: tuple[work.EmbeddingKey, object] | None = None
@@ -47,6 +48,8 @@ class SamWidget(QWidget):
         self._deferred = 0
         self._wire()
         self._refresh_choices()
+        if self.image is None:
+            self.message("No image: open or choose a 2D image layer, then load a model.")
 
     # --- wiring ----------------------------------------------------------------------
     def _wire(self) -> None:
@@ -183,7 +186,11 @@ class SamWidget(QWidget):
         self._load_clicked()
 
     def _load_clicked(self, *_) -> None:
-        self.load_model(self.ui.model.currentText(), self.ui.device.currentText())
+        source = (self.ui.model.currentText(), self.ui.device.currentText())
+        if self.model is not None and source == self._model_source and self.embedding is None:
+            self._start_embedding()  # same model (e.g. after Cancel): just embed again
+        else:
+            self.load_model(*source)
 
     def load_model(self, name_or_path, device: str = "auto") -> None:
         """Load ``vit_b``/``vit_l``/``vit_h`` (downloaded if needed) or a ``.pth`` file, in the
@@ -199,11 +206,22 @@ class SamWidget(QWidget):
         self.annotation.drop_candidates()
         self._model_token += 1
         text = str(name_or_path)
+        self._model_source = (text, device)
+        self._show_choice(text, device)
         self._model_label = Path(text).name if Path(text).suffix else text
         label = f"loading {self._model_label}" if Path(text).is_file() else f"downloading {text}"
         self.message(f"{label}…")
         self._loader.start(label, self._model_token, work.load(text, device), 0, self._loaded, self._task_failed)
         self._busy_changed()
+
+    def _show_choice(self, model: str, device: str) -> None:
+        """Make the model/device combos show what is being loaded."""
+        combo = self.ui.model
+        if combo.findText(model) < 0:
+            combo.insertItem(combo.findText(MODEL_FILE), model)
+        combo.setCurrentIndex(combo.findText(model))
+        if self.ui.device.findText(device) >= 0:
+            self.ui.device.setCurrentIndex(self.ui.device.findText(device))
 
     def _loaded(self, task: Task, predictor) -> None:
         if task.key != self._model_token:
@@ -243,7 +261,8 @@ class SamWidget(QWidget):
         if isinstance(exc, (Cancelled, DownloadCancelled)):
             self.message(f"{task.label} cancelled.")
         else:
-            self.message(f"{task.label} failed: {exc}", warn=True)
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.message(f"{task.label} failed: {text[:400]}", warn=True)
         self._busy_changed()
 
     def cancel(self) -> None:
