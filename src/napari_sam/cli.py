@@ -9,6 +9,7 @@ import sys
 
 # name -> module with ``main(argv) -> int | None``. Adding a subcommand is one line here.
 SUBCOMMANDS: dict[str, str] = {
+    "segment": "napari_sam.batch",
 }
 
 
