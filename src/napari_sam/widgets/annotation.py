@@ -36,7 +36,7 @@ class Annotation:
         self._click_positive: bool | None = None  # polarity of the point being clicked
         self._notes = ""  # problems with the prompts of the latest decode
         self._quiet = 0
-        self.viewer.layers.selection.events.active.connect(self._active_changed)
+        owner.listen(self.viewer.layers.selection.events.active, self._active_changed)
 
     @contextmanager
     def quiet(self):
@@ -61,12 +61,12 @@ class Annotation:
         with self.quiet():
             if self.boxes is None or self.boxes not in self.viewer.layers:
                 self.boxes = L.make_boxes(image, shape)
-                self.boxes.events.data.connect(self._prompt_changed)
+                self.w.listen(self.boxes.events.data, self._prompt_changed)
                 L.bind_keys(self.boxes, self.keys())
                 self.viewer.add_layer(self.boxes)
             if self.points is None or self.points not in self.viewer.layers:
                 self.points = L.make_points(image, shape)
-                self.points.events.data.connect(self._prompt_changed)
+                self.w.listen(self.points.events.data, self._prompt_changed)
                 self.points.mouse_drag_callbacks.insert(0, self._press)
                 L.bind_keys(self.points, self.keys())
                 self.viewer.add_layer(self.points)
@@ -253,7 +253,8 @@ class Annotation:
             else:
                 self.boxes = None
             self.request_decode()
-            self.w.message(f"'{name}' was removed; press Clear (Esc) to get a new one.", warn=True)
+            self.w.message(f"'{name}' was removed; press Clear (Esc) to get a new one.")
+            self.w.warn_soon(f"'{name}' was removed; press Clear (Esc) to get a new one.")
         elif L.role(layer) == "candidate":
             index = next((i for i, lay in self.cand_layers.items() if lay is layer), None)
             if index is not None:

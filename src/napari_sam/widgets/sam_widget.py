@@ -8,11 +8,12 @@ class owns the state and keeps the layers in step. Prompt and mask layers share 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
@@ -32,7 +33,9 @@ class SamWidget(QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        # napari hands plugins a PublicOnlyProxy; we compare layers by identity (and touch
+        # only public API), so keep the viewer itself.
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.ui = build_panel(self)
         self.model: work.LoadedModel | None = None
         self._model_token = 0
@@ -44,6 +47,9 @@ class SamWidget(QWidget):
         self._loader = TaskRunner(self._progress)
         self._embedder = TaskRunner(self._progress)
         self._decoder = LatestWins(work.decode, self._decoded, self._decode_failed)
+        self._alive = [True]
+        self._links: list[tuple[object, object]] = []  # (napari emitter, our callback)
+        self.destroyed.connect(partial(_unlink, self._alive, self._links))
         self.annotation = Annotation(self)
         self._deferred = 0
         self._wire()
@@ -54,9 +60,9 @@ class SamWidget(QWidget):
     # --- wiring ----------------------------------------------------------------------
     def _wire(self) -> None:
         ui, events = self.ui, self.viewer.layers.events
-        events.removed.connect(self._layer_removed)
+        self.listen(events.removed, self._layer_removed)
         for event in (events.inserted, events.removed, events.moved):
-            event.connect(lambda _: self.defer(self._refresh_choices))
+            self.listen(event, lambda _: self.defer(self._refresh_choices))
         ui.image.currentIndexChanged.connect(self._image_chosen)
         ui.load.clicked.connect(self._load_clicked)
         ui.model.activated.connect(self._model_activated)
@@ -137,13 +143,13 @@ class SamWidget(QWidget):
         if layer is self.image:
             return
         if self.image is not None:
-            self.image.events.data.disconnect(self._image_data_changed)
+            self.unlisten(self.image.events.data, self._image_data_changed)
         self._embedder.cancel()
         self.embedding = None
         self.annotation.reset_object(clear_prompts=True)
         self.image = layer
         if layer is not None:
-            layer.events.data.connect(self._image_data_changed)
+            self.listen(layer.events.data, self._image_data_changed)
             if self.ui.image.currentText() != layer.name:
                 self.ui.image.blockSignals(True)
                 self.ui.image.setCurrentText(layer.name)
@@ -172,7 +178,8 @@ class SamWidget(QWidget):
         layer = event.value
         if layer is self.image:
             self.set_image(None)
-            self.message(f"Image '{layer.name}' was removed; work on it was stopped.", warn=True)
+            self.message(f"Image '{layer.name}' was removed; work on it was stopped.")
+            self.warn_soon(f"Image '{layer.name}' was removed; work on it was stopped.")
         self.annotation.layer_removed(layer)
 
     # --- model -----------------------------------------------------------------------
@@ -340,13 +347,37 @@ class SamWidget(QWidget):
     def defer(self, fn) -> None:
         """Run ``fn`` once control is back in the event loop (after napari finishes the
         layer-list change being signalled); :meth:`wait_idle` waits for it."""
+        alive = self._alive
+
         def run():
-            self._deferred -= 1
-            fn()
+            if alive[0]:
+                self._deferred -= 1
+                fn()
 
         QTimer.singleShot(0, run)
         self._deferred += 1
 
-    def info(self, text: str) -> None:
-        self.message(text)
-        show_info(text)
+    def warn_soon(self, text: str) -> None:
+        """A notification once napari is done with the current change, unless the viewer
+        is closing (the widget is gone or all layers were removed)."""
+        self.defer(lambda: len(self.viewer.layers) and show_warning(f"Segment Anything: {text}"))
+
+    def listen(self, emitter, callback) -> None:
+        """Connect ``callback`` to a napari event; disconnected when this widget is destroyed."""
+        emitter.connect(callback)
+        self._links.append((emitter, callback))
+
+    def unlisten(self, emitter, callback) -> None:
+        emitter.disconnect(callback)
+        self._links[:] = [(e, c) for e, c in self._links if not (e is emitter and c == callback)]
+
+
+def _unlink(alive: list[bool], links: list, *_) -> None:
+    """On widget destruction: stop reacting to the viewer's events."""
+    alive[0] = False
+    for emitter, callback in links:
+        try:
+            emitter.disconnect(callback)
+        except Exception:  # the layer (and its emitter) may be gone already
+            pass
+    links.clear()
