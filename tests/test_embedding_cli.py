@@ -75,3 +75,16 @@ def test_embed_refuses_mismatched_store_and_bad_input(stack_tif, tiny_checkpoint
 def test_guess_rgb():
     assert guess_rgb((10, 10, 3)) and guess_rgb((5, 10, 10, 4))
     assert not guess_rgb((10, 3)) and not guess_rgb((3, 10, 10))
+
+
+def test_napari_sam_embed_subcommand(stack_tif, tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    path, _ = stack_tif
+    out = tmp_path / "sub.zarr"
+    result = subprocess.run([sys.executable, "-m", "napari_sam.cli", "embed", str(path), "--model",
+                             str(tiny_checkpoint), "--out", str(out), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert EmbeddingStore(out).done_mask().all()

@@ -10,6 +10,7 @@ import sys
 # name -> module with ``main(argv) -> int | None``. Adding a subcommand is one line here.
 SUBCOMMANDS: dict[str, str] = {
     "segment": "napari_sam.batch",
+    "embed": "napari_sam.embedding_cli",
 }
 
 
