@@ -64,3 +64,24 @@ def test_start_command_view_renders(qtbot, tiny_checkpoint):
         assert shot.ndim == 3 and shot[..., :3].std() > 5  # not a blank window
     finally:
         viewer.close()
+
+
+@pytest.mark.skipif(not HAS_DISPLAY, reason="needs a display with OpenGL (e.g. xvfb-run, QT_QPA_PLATFORM=xcb)")
+def test_canvas_clicks_right_click_and_ctrl_click_are_negative(make_napari_viewer):
+    from qtpy.QtWidgets import QApplication
+    from vispy.util import keys
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((100, 100), np.uint8), name="img")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-annotator", "Segment Anything")
+    assert widget.wait_idle(10)
+    points = viewer.layers["SAM points"]
+    assert viewer.layers.selection.active is points and points.mode == "add"
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    pos = np.array(canvas.size) / 2
+    for button, modifiers in [(1, ()), (2, ()), (1, (keys.CONTROL,)), (1, ())]:
+        canvas.events.mouse_press(pos=pos, button=button, modifiers=modifiers)
+        canvas.events.mouse_release(pos=pos, button=button, modifiers=modifiers)
+        QApplication.processEvents()
+        pos = pos + 10
+    assert points.features["positive"].tolist() == [True, False, False, True]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..engine import Cancelled, resolve_device
@@ -162,6 +162,9 @@ class SamWidget(QWidget):
                          "only 2D grayscale or RGB images are supported for now. Choose a 2D image.", warn=True)
         else:
             self.annotation.ensure_prompt_layers()
+            if self.model is None and self._loader.current is None:
+                self.message(f"Image '{layer.name}': press 'Load model' to start "
+                             "(official weights are downloaded once).")
             self._start_embedding()
         self._busy_changed()
 
@@ -184,16 +187,15 @@ class SamWidget(QWidget):
 
     # --- model -----------------------------------------------------------------------
     def _model_activated(self, index: int) -> None:
-        if self.ui.model.itemText(index) == MODEL_FILE:
+        if self.ui.model.itemData(index) is None:  # "Checkpoint file (.pth)…"
             path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", "", "PyTorch checkpoint (*.pth *.pt)")
             if not path:
                 return
-            self.ui.model.insertItem(index, path)
-            self.ui.model.setCurrentIndex(index)
+            self._show_choice(path, self.ui.device.currentText())
         self._load_clicked()
 
     def _load_clicked(self, *_) -> None:
-        source = (self.ui.model.currentText(), self.ui.device.currentText())
+        source = (self.ui.model.currentData() or self.ui.model.currentText(), self.ui.device.currentText())
         if self.model is not None and source == self._model_source and self.embedding is None:
             self._start_embedding()  # same model (e.g. after Cancel): just embed again
         else:
@@ -224,9 +226,10 @@ class SamWidget(QWidget):
     def _show_choice(self, model: str, device: str) -> None:
         """Make the model/device combos show what is being loaded."""
         combo = self.ui.model
-        if combo.findText(model) < 0:
-            combo.insertItem(combo.findText(MODEL_FILE), model)
-        combo.setCurrentIndex(combo.findText(model))
+        if combo.findData(model) < 0:
+            combo.insertItem(combo.findText(MODEL_FILE), Path(model).name, model)
+            combo.setItemData(combo.findData(model), model, Qt.ToolTipRole)
+        combo.setCurrentIndex(combo.findData(model))
         if self.ui.device.findText(device) >= 0:
             self.ui.device.setCurrentIndex(self.ui.device.findText(device))
 

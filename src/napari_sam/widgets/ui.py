@@ -60,8 +60,10 @@ def build_panel(parent: QWidget) -> Panel:
     image = QComboBox()
     image.setToolTip("2D grayscale or RGB image layer to segment")
     model = QComboBox()
-    model.addItems(list(reversed(list(REGISTRY))))  # vit_b, vit_l, vit_h
-    model.addItem(MODEL_FILE)
+    for name in reversed(list(REGISTRY)):  # vit_b, vit_l, vit_h; item data: what to load
+        model.addItem(name, name)
+    model.addItem(MODEL_FILE, None)
+    model.setToolTip("SAM model: an official checkpoint (downloaded once) or a .pth file")
     device = QComboBox()
     device.addItems(available_devices())
     load, cancel = QPushButton("Load model"), QPushButton("Cancel")
@@ -72,6 +74,9 @@ def build_panel(parent: QWidget) -> Panel:
     labels = QComboBox()
     labels.setToolTip("Labels layer that committed objects are written into")
     overwrite = QCheckBox("Overwrite existing labels")
+    for combo in (image, model, labels):
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
     form.addRow("Image", image)
     form.addRow("Model", model_row)
     form.addRow("Labels", labels)
