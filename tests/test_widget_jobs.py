@@ -208,3 +208,48 @@ def test_result_after_clear_is_dropped(ready, viewer):
     gate.set()
     assert ready.wait_idle(60)
     assert len(requests) == 1 and not candidates(viewer)
+
+
+@pytest.fixture()
+def fake_download(monkeypatch, tiny_model):
+    """``weights.load_model`` that 'downloads' 1000 bytes, pausing at 37 % until released."""
+    from napari_sam.engine import Predictor
+    from napari_sam.weights import DownloadCancelled
+
+    at_37, release = threading.Event(), threading.Event()
+
+    def load_model(name, device="auto", progress=None, cancel=None):
+        for done in range(0, 1001, 10):
+            if cancel():
+                raise DownloadCancelled("download cancelled")
+            progress(done, 1000)
+            if done == 370:
+                at_37.set()
+                assert release.wait(30)
+        return Predictor(tiny_model, device="cpu")
+
+    monkeypatch.setattr("napari_sam.weights.load_model", load_model)
+    return at_37, release
+
+
+def test_download_progress_in_the_status_line(viewer, widget, fake_download, qtbot):
+    at_37, release = fake_download
+    viewer.add_image(np.zeros((64, 96), np.uint8), name="A")
+    widget.load_model("vit_b", device="cpu")
+    qtbot.waitUntil(at_37.is_set, timeout=5000)
+    qtbot.waitUntil(lambda: "downloading vit_b: 37%" in widget.status_text, timeout=5000)
+    assert widget.wait_idle(0.2) is False  # still working
+    assert widget._loader.current.bar.n == 370 and widget._loader.current.bar.total == 1000
+    release.set()
+    assert widget.wait_idle(60)
+    assert widget.model is not None and widget.embedding is not None
+
+
+def test_cancel_from_napari_progress_bar(viewer, widget, fake_download, qtbot):
+    at_37, release = fake_download
+    widget.load_model("vit_b", device="cpu")
+    qtbot.waitUntil(at_37.is_set, timeout=5000)
+    widget._loader.current.bar.cancel()  # what the Cancel button of napari's activity panel does
+    release.set()
+    assert widget.wait_idle(30)
+    assert widget.model is None and "cancelled" in widget.status_text

@@ -8,21 +8,21 @@ class owns the state and keeps the layers in step. Prompt and mask layers share 
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..engine import Cancelled, resolve_device
 from ..weights import DownloadCancelled
 from . import layers as L
-from . import prompts, work
+from . import work
 from .annotation import Annotation
 from .jobs import LatestWins, Task, TaskRunner
+from .links import Links
 from .ui import MODEL_FILE, NEW_LABELS, build_panel
 
 
@@ -47,11 +47,9 @@ class SamWidget(QWidget):
         self._loader = TaskRunner(self._progress)
         self._embedder = TaskRunner(self._progress)
         self._decoder = LatestWins(work.decode, self._decoded, self._decode_failed)
-        self._alive = [True]
-        self._links: list[tuple[object, object]] = []  # (napari emitter, our callback)
-        self.destroyed.connect(partial(_unlink, self._alive, self._links))
+        self.links = Links(self)
+        self.listen, self.defer = self.links.listen, self.links.defer
         self.annotation = Annotation(self)
-        self._deferred = 0
         self._wire()
         self._refresh_choices()
         if self.image is None:
@@ -66,7 +64,7 @@ class SamWidget(QWidget):
         ui.image.currentIndexChanged.connect(self._image_chosen)
         ui.load.clicked.connect(self._load_clicked)
         ui.model.activated.connect(self._model_activated)
-        ui.device.activated.connect(lambda _: self.model is not None and self._load_clicked())
+        ui.device.activated.connect(lambda _: self._model_source is not None and self._load_clicked())
         ui.cancel.clicked.connect(self.cancel)
         ui.commit.clicked.connect(self.commit)
         ui.clear.clicked.connect(self.clear)
@@ -143,7 +141,7 @@ class SamWidget(QWidget):
         if layer is self.image:
             return
         if self.image is not None:
-            self.unlisten(self.image.events.data, self._image_data_changed)
+            self.links.unlisten(self.image.events.data, self._image_data_changed)
         self._embedder.cancel()
         self.embedding = None
         self.annotation.reset_object(clear_prompts=True)
@@ -326,7 +324,7 @@ class SamWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return bool(self._deferred) or self._loader.busy or self._embedder.busy or self._decoder.busy
+        return bool(self.links.pending) or self._loader.busy or self._embedder.busy or self._decoder.busy
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
@@ -347,40 +345,7 @@ class SamWidget(QWidget):
         self._embedder.cancel()
         super().closeEvent(event)
 
-    def defer(self, fn) -> None:
-        """Run ``fn`` once control is back in the event loop (after napari finishes the
-        layer-list change being signalled); :meth:`wait_idle` waits for it."""
-        alive = self._alive
-
-        def run():
-            if alive[0]:
-                self._deferred -= 1
-                fn()
-
-        QTimer.singleShot(0, run)
-        self._deferred += 1
-
     def warn_soon(self, text: str) -> None:
         """A notification once napari is done with the current change, unless the viewer
         is closing (the widget is gone or all layers were removed)."""
         self.defer(lambda: len(self.viewer.layers) and show_warning(f"Segment Anything: {text}"))
-
-    def listen(self, emitter, callback) -> None:
-        """Connect ``callback`` to a napari event; disconnected when this widget is destroyed."""
-        emitter.connect(callback)
-        self._links.append((emitter, callback))
-
-    def unlisten(self, emitter, callback) -> None:
-        emitter.disconnect(callback)
-        self._links[:] = [(e, c) for e, c in self._links if not (e is emitter and c == callback)]
-
-
-def _unlink(alive: list[bool], links: list, *_) -> None:
-    """On widget destruction: stop reacting to the viewer's events."""
-    alive[0] = False
-    for emitter, callback in links:
-        try:
-            emitter.disconnect(callback)
-        except Exception:  # the layer (and its emitter) may be gone already
-            pass
-    links.clear()
