@@ -141,3 +141,20 @@ def test_export_to_an_unwritable_place(ready, viewer, tmp_path):
     assert ready.wait_idle(60) and ready.commit()
     assert ready.export_labels(tmp_path / "missing-folder" / "x.tif") is None
     assert "Export failed" in ready.status_text
+
+
+def test_undo_after_the_labels_data_was_replaced(ready, viewer):
+    points_layer(viewer).add([[80, 100]])
+    assert ready.wait_idle(60) and ready.commit()
+    labels = with_role(viewer, "labels")[0]
+    labels.data = np.zeros((10, 10), np.uint8)
+    assert not ready.undo() and "was replaced" in ready.status_text
+
+
+def test_rgba_image_is_embedded_without_alpha(viewer, widget, rgb_image, tiny_checkpoint):
+    rgba = np.concatenate([rgb_image, np.full(rgb_image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    viewer.add_image(rgba, name="rgba")
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(60)
+    assert widget.embedding is not None and widget.embedding[1].original_size == (300, 400)
+    assert boxes_layer(viewer).mode == "add_rectangle"

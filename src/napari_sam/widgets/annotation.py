@@ -64,6 +64,7 @@ class Annotation:
                 self.w.listen(self.boxes.events.data, self._prompt_changed)
                 L.bind_keys(self.boxes, self.keys())
                 self.viewer.add_layer(self.boxes)
+                self.boxes.mode = "add_rectangle"
             if self.points is None or self.points not in self.viewer.layers:
                 self.points = L.make_points(image, shape)
                 self.w.listen(self.points.events.data, self._prompt_changed)
@@ -74,8 +75,9 @@ class Annotation:
                 L.place_like(layer, image)
             self.points.size = L.point_size(shape)
             L.set_next_polarity(self.points, self.positive)
-            self.points.mode = "add"
-            self.viewer.layers.selection.active = self.points
+            if self.viewer.layers.selection.active is not self.boxes:
+                self.points.mode = "add"
+                self.viewer.layers.selection.active = self.points
 
     def _press(self, layer, event) -> None:
         """Ctrl+click or right-click adds a negative point without leaving add mode."""
@@ -302,7 +304,7 @@ class Annotation:
             self.w.ui.labels.setCurrentText(target.name)
         else:
             target.refresh()
-        self.history.push(Commit(target, flat, before, after, ids))
+        self.history.push(Commit(target, flat, before, after, ids, data.size))
         self.reset_object(clear_prompts=True)
         self.ensure_prompt_layers()
         self.w.message(f"Committed object{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))} "
@@ -317,7 +319,11 @@ class Annotation:
         if commit.layer not in self.viewer.layers:
             self.w.message(f"Cannot {verb}: labels layer '{commit.layer.name}' was removed.", warn=True)
             return False
-        changed = apply(commit.layer.data, commit)
+        data = commit.layer.data
+        if not isinstance(data, np.ndarray) or data.size != commit.size:
+            self.w.message(f"Cannot {verb}: the data of '{commit.layer.name}' was replaced.", warn=True)
+            return False
+        changed = apply(data, commit)
         commit.layer.refresh()
         dest.append(commit)
         self.w.message(f"{verb.capitalize()}: object {', '.join(map(str, commit.ids))} ({changed} pixels).")

@@ -252,6 +252,8 @@ class SamWidget(QWidget):
         layer = self.image
         limits = None if layer.rgb else tuple(float(v) for v in layer.contrast_limits)
         data = np.asarray(layer.data)
+        if layer.rgb and data.shape[-1] == 4:
+            data = data[..., :3]  # RGBA: SAM sees the colours, not the alpha
         self._embedder.start(f"embedding {layer.name}", key, work.embed(self.model, data, limits),
                              self.model.encoder_steps(), self._embedded, self._task_failed)
         self.message(f"embedding {layer.name}…")

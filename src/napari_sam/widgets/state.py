@@ -83,13 +83,14 @@ class CurrentObject:
 @dataclass(frozen=True)
 class Commit:
     """Pixels written by one commit into ``layer`` (an opaque handle, e.g. a Labels layer):
-    flat indices, values before and after, and the new ids."""
+    flat indices into its ``(H, W)`` array of ``size`` pixels, values before and after, new ids."""
 
     layer: Any
     flat: np.ndarray
     before: np.ndarray
     after: np.ndarray
     ids: tuple[int, ...]
+    size: int = -1  # pixels of the labels array it was made on
 
 
 def paint(data: np.ndarray, objects: list[np.ndarray], overwrite: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
