@@ -6,13 +6,14 @@ Coordinates follow napari: points are ``(row, col)``, boxes are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, resize_rgb, to_rgb_uint8
 
@@ -68,9 +69,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Predictor:
     """Embed an image once, then decode point/box/mask prompts in milliseconds."""
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto") -> None:
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", *,
+                 precision: str = "auto", compile: bool = False) -> None:
+        """``precision``: ``"auto"`` (bf16 fast path on CUDA, exact fp32 elsewhere), ``"fp32"``,
+        ``"bf16"`` or ``"int8"`` (CPU, opt-in); see :mod:`napari_sam.model.fastpath`. It converts
+        the model's image encoder in place. ``compile=True`` wraps the encoder in
+        ``torch.compile`` (slow first call; ``cancel`` is then polled only before a run)."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.precision = resolve_precision(precision, self.device)
+        prepare_encoder(self.model.image_encoder, self.precision)
+        self._encoder = torch.compile(self.model.image_encoder) if compile else None
         self.embedding: Embedding | None = None
         self.image: np.ndarray | None = None  # RGB uint8 given to set_image (crop layers re-embed crops)
 
@@ -106,11 +115,51 @@ class Predictor:
         check()
         hooks = [b.register_forward_pre_hook(check) for b in self.model.image_encoder.blocks] if cancel else []
         try:
-            features = self.model.embed(x)
+            features = self._embed(x)
         finally:
             for hook in hooks:
                 hook.remove()
         return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
+
+    def compute_embeddings(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        contrast_limits: tuple[float, float] | None = None,
+        batch_size: int = 4,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[Embedding]:
+        """Embed several 2D images (e.g. the slices of a stack, ``(N, H, W[, C])``), running
+        the encoder on batches of ``batch_size`` images of equal resized shape (the GPU path is
+        faster per image in batches). ``cancel()`` is polled between batches."""
+        prepared = []
+        for image in images:
+            rgb = to_rgb_uint8(image, contrast_limits)
+            geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
+            prepared.append((geometry, resize_rgb(rgb, geometry.input_size)))
+        out: list[Embedding | None] = [None] * len(prepared)
+        for i in range(0, len(prepared), max(1, batch_size)):
+            if cancel is not None and cancel():
+                raise Cancelled("embedding cancelled")
+            chunk = range(i, min(i + max(1, batch_size), len(prepared)))
+            by_shape: dict[tuple[int, int], list[int]] = {}
+            for j in chunk:
+                by_shape.setdefault(prepared[j][0].input_size, []).append(j)
+            for idx in by_shape.values():
+                x = torch.from_numpy(np.stack([prepared[j][1] for j in idx])).to(self.device)
+                features = self._embed(x.permute(0, 3, 1, 2).float())
+                for j, f in zip(idx, features):
+                    g = prepared[j][0]
+                    out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name)
+        return out  # type: ignore[return-value]
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision."""
+        with torch.no_grad(), encoder_context(self.precision, self.device):
+            if self._encoder is None:
+                features = self.model.embed(x)
+            else:
+                features = self._encoder(self.model.preprocess(x))
+        return features.float()
 
     def set_embedding(self, embedding: Embedding) -> None:
         self.embedding = self._require_embedding(embedding)

@@ -7,7 +7,8 @@ from torch import nn
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor (eps 1e-6, affine)."""
+    """LayerNorm over the channel axis of an NCHW tensor (eps 1e-6, affine), computed in fp32
+    (bf16 inputs from the fast path are upcast; fp32 inputs are untouched)."""
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -16,6 +17,8 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)

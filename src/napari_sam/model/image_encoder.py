@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import ChannelLayerNorm, FeedForward
+from .fastpath import linear_bias
 
 
 def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -37,8 +38,50 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
     return table[pos[:, None] - pos[None, :] + size - 1]
 
 
+def bias_terms(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, h: int, w: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors of the decomposed bias for queries ``(B, n, h*w, d)`` on an ``h x w`` grid:
+    ``rows (B, n, h, w, h)`` and ``cols (B, n, h, w, w)``; the bias of query ``(i, j)`` and key
+    ``(k, l)`` is ``rows[..., i, j, k] + cols[..., i, j, l]``."""
+    b, n, _, d = q.shape
+    grid_q = q.reshape(b, n, h, w, d)
+    rows = torch.einsum("bnhwd,hkd->bnhwk", grid_q, relative_table(rel_h, h).to(q.dtype))
+    cols = torch.einsum("bnhwd,wkd->bnhwk", grid_q, relative_table(rel_w, w).to(q.dtype))
+    return rows, cols
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor,
+                     cols: torch.Tensor, out: torch.Tensor, max_bias: int) -> torch.Tensor:
+    """Softmax attention ``(B, n, h*w, d)`` with the additive bias ``rows (+) cols`` (see
+    :func:`bias_terms`), written into ``out (B, h*w, n, d)``.
+
+    The full bias is ``n * (h*w)^2`` values per image (805 MB for vit_b's global blocks in
+    fp32): it is built for a band of query rows at a time, at most ``max_bias`` values, so on
+    a CPU it stays in cache and on a GPU its memory stays bounded.
+    """
+    b, n, h, w, _ = rows.shape
+    band = max(1, min(h, max_bias // max(1, b * n * w * h * w)))
+    buf = None
+    for i in range(0, h, band):
+        r = min(band, h - i)
+        if buf is None or buf.shape[2] != r:
+            buf = torch.empty(b, n, r, w, h, w, dtype=q.dtype, device=q.device)
+        torch.add(rows[:, :, i:i + r, :, :, None], cols[:, :, i:i + r, :, None, :], out=buf)
+        sl = slice(i * w, (i + r) * w)
+        res = F.scaled_dot_product_attention(q[:, :, sl], k, v, attn_mask=buf.view(b, n, r * w, h * w))
+        out[:, sl] = res.transpose(1, 2)
+    return out
+
+
 class WindowAttention(nn.Module):
-    """Multi-head self-attention over a ``(B, H, W, C)`` grid with decomposed rel-pos bias."""
+    """Multi-head self-attention over a ``(B, H, W, C)`` grid with decomposed rel-pos bias.
+
+    ``max_bias`` bounds the bias values built per attention call (see :func:`biased_attention`):
+    small on CPUs (cache-sized bands, about twice as fast as one 805 MB bias), large on GPUs.
+    """
+
+    max_bias = {"cpu": 1 << 24}
+    max_bias_default = 1 << 28
 
     def __init__(self, dim: int, heads: int, grid: int) -> None:
         super().__init__()
@@ -49,34 +92,33 @@ class WindowAttention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid - 1, head_dim))
 
-    def position_bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Additive bias ``(B, heads, h*w, h*w)`` from queries ``(B, heads, h*w, d)``."""
-        b, n, _, d = q.shape
-        grid_q = q.reshape(b, n, h, w, d)
-        rows = torch.einsum("bnhwd,hkd->bnhwk", grid_q, relative_table(self.rel_pos_h, h))
-        cols = torch.einsum("bnhwd,wkd->bnhwk", grid_q, relative_table(self.rel_pos_w, w))
-        bias = rows[..., :, None] + cols[..., None, :]
-        return bias.reshape(b, n, h * w, h * w)
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Projected ``qkv (B, H, W, 3C)`` -> attention output ``(B, H, W, C)`` before ``proj``."""
+        b, h, w, c3 = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        rows, cols = bias_terms(q, self.rel_pos_h, self.rel_pos_w, h, w)
+        out = torch.empty(b, h * w, self.heads, c // self.heads, dtype=q.dtype, device=q.device)
+        limit = self.max_bias.get(q.device.type, self.max_bias_default)
+        return biased_attention(q, k, v, rows, cols, out, limit).view(b, h, w, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias(q, h, w).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+        return self.proj(self.attend(self.qkv(x)))
 
 
-def to_windows(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad ``(B, H, W, C)`` to multiples of ``window`` and cut it into windows.
+def to_windows(x: torch.Tensor, window: int, fill: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``(B, H, W, C)`` to multiples of ``window`` and cut it into windows.
 
-    Returns ``(B * nh * nw, window, window, C)`` and the padded size ``(Hp, Wp)``.
+    The padding is zero, or the vector ``fill (C,)``. Returns ``(B * nh * nw, window, window, C)``
+    and the padded size ``(Hp, Wp)``.
     """
     b, h, w, c = x.shape
     hp, wp = -(-h // window) * window, -(-w // window) * window
     if (hp, wp) != (h, w):
-        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        padded = x.new_zeros(b, hp, wp, c) if fill is None else fill.to(x.dtype).expand(b, hp, wp, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
     x = x.reshape(b, hp // window, window, wp // window, window, c)
     return x.transpose(2, 3).reshape(-1, window, window, c), (hp, wp)
 
@@ -91,7 +133,12 @@ def from_windows(x: torch.Tensor, window: int, padded: tuple[int, int], size: tu
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block; ``window == 0`` means global attention."""
+    """Pre-norm transformer block; ``window == 0`` means global attention.
+
+    Windowed blocks project ``qkv`` before padding and ``proj`` after cropping: a zero
+    padding token's projection is exactly the ``qkv`` bias, so padding with that vector
+    gives the reference's values without projecting the padding.
+    """
 
     def __init__(self, dim: int, heads: int, window: int, grid: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -102,14 +149,14 @@ class EncoderBlock(nn.Module):
         self.mlp = FeedForward(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm1(x)
+        qkv = self.attn.qkv(self.norm1(x))
         if self.window:
-            size = y.shape[1:3]
-            y, padded = to_windows(y, self.window)
-            y = from_windows(self.attn(y), self.window, padded, size)
+            size = qkv.shape[1:3]
+            qkv, padded = to_windows(qkv, self.window, linear_bias(self.attn.qkv))
+            y = from_windows(self.attn.attend(qkv), self.window, padded, size)
         else:
-            y = self.attn(y)
-        x = x + y
+            y = self.attn.attend(qkv)
+        x = x + self.attn.proj(y)
         return x + self.mlp(self.norm2(x))
 
 
