@@ -3,6 +3,8 @@ cluster by address, resume, and a corrupt input that fails alone."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -47,6 +49,9 @@ def test_single_process_resume_and_failure(tmp_path, inputs, tiny_checkpoint, ca
     assert "FAILED   corrupt.tif" in text and "summary: 3 segmented, 0 skipped (output exists), 1 failed" in text
     assert outputs(out) == ["gray16_labels.tif", "rgb_labels.tif", "stack_labels.tif"]  # ... alone, no temp files
     check_labels(out)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "rgb_labels.tif").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     before = (out / "rgb_labels.tif").stat().st_mtime_ns
     (inputs / "corrupt.tif").unlink()
     assert batch.main(argv) == 0  # second run: everything done already

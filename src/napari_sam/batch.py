@@ -100,14 +100,28 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
     return labels, total
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _default_mode() -> int:
+    """``0o666`` less the process umask: what a plain ``open()`` would have given."""
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Atomic TIFF write (temporary file in the same folder, then rename)."""
+    """Atomic TIFF write (temporary file in the same folder, then rename). The file gets the
+    usual permissions (temporary files are created private), so others sharing the output
+    folder can read it."""
     try:
         from .io.tiff import write_labels_tiff
     except ImportError:  # the writer of the io package is optional here
         write_labels_tiff = None
     if write_labels_tiff is not None:
         write_labels_tiff(path, labels)
+        os.chmod(path, _default_mode())
         return
     import tempfile
 
@@ -117,6 +131,7 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
     os.close(fd)
     try:
         tifffile.imwrite(tmp, labels, compression="zlib")
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
