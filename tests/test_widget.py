@@ -291,3 +291,42 @@ def test_commit_that_paints_nothing_says_so(ready, viewer):
     assert not w.commit()
     assert "Nothing was painted" in w.status_text
     assert len(candidates(viewer)) == 3  # the object is kept to try again
+
+
+def test_choosers_follow_renames_and_find_our_labels_again(ready, viewer, qtbot):
+    w = ready
+    viewer.layers["discs"].name = "renamed"
+    qtbot.waitUntil(lambda: w.ui.image.currentText() == "renamed", timeout=2000)
+    points_layer(viewer).add([[80, 100]])
+    assert w.wait_idle(60) and w.commit()
+    assert w.ui.labels.currentText() == "SAM labels"
+    viewer.add_image(np.zeros((50, 60), np.uint8), name="small")
+    assert w.wait_idle(10)
+    w.ui.image.setCurrentText("small")
+    assert w.wait_idle(60)
+    assert w.ui.labels.currentText() == "New layer: SAM labels"  # wrong shape for "small"
+    w.ui.image.setCurrentText("renamed")
+    assert w.wait_idle(60)
+    assert w.ui.labels.currentText() == "SAM labels"  # the image's labels layer, not a new one
+    points_layer(viewer).add([[200, 300]])
+    assert w.wait_idle(60)
+    assert len(candidates(viewer)) == 3
+    assert w.commit()
+    assert len(with_role(viewer, "labels")) == 1 and with_role(viewer, "labels")[0].data.max() == 2
+
+
+def test_switching_image_resets_refinement(ready, viewer, monkeypatch):
+    w = ready
+    calls = []
+    original = w.model.predictor.predict
+    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    points_layer(viewer).add([[80, 100]])
+    assert w.wait_idle(60)
+    viewer.add_image(np.zeros((300, 400), np.uint8), name="other")
+    assert w.wait_idle(10)
+    w.ui.image.setCurrentText("other")
+    assert w.wait_idle(60)
+    assert not candidates(viewer) and len(points_layer(viewer).data) == 0
+    points_layer(viewer).add([[80, 100]])
+    assert w.wait_idle(60)
+    assert calls[-1]["mask_input"] is None and len(candidates(viewer)) == 3

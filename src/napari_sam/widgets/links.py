@@ -27,6 +27,14 @@ class Links:
         emitter.disconnect(callback)
         self.links[:] = [(e, c) for e, c in self.links if not (e is emitter and c == callback)]
 
+    def forget(self, source: object) -> None:
+        """Disconnect from every emitter of ``source`` (e.g. a layer that was removed)."""
+        for emitter, callback in [(e, c) for e, c in self.links if getattr(e, "source", None) is source]:
+            self.unlisten(emitter, callback)
+
+    def listens_to(self, source: object) -> bool:
+        return any(getattr(e, "source", None) is source for e, _ in self.links)
+
     def defer(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` once control is back in the event loop (e.g. after napari finishes the
         layer-list change being signalled), unless the widget is gone by then."""

@@ -41,6 +41,7 @@ class SamWidget(QWidget):
         self._model_token = 0
         self._model_label = ""
         self._model_source: tuple[str, str] | None = None
+        self._labels_pick: str | None = None  # labels layer chosen by the user (or last created)
         self.image: Image | None = None
         self._versions: dict[int, int] = {}
         self.embedding: tuple[work.EmbeddingKey, object] | None = None
@@ -62,6 +63,7 @@ class SamWidget(QWidget):
         for event in (events.inserted, events.removed, events.moved):
             self.listen(event, lambda _: self.defer(self._refresh_choices))
         ui.image.currentIndexChanged.connect(self._image_chosen)
+        ui.labels.currentTextChanged.connect(lambda text: setattr(self, "_labels_pick", text))
         ui.load.clicked.connect(self._load_clicked)
         ui.model.activated.connect(self._model_activated)
         ui.device.activated.connect(lambda _: self._model_source is not None and self._load_clicked())
@@ -98,6 +100,10 @@ class SamWidget(QWidget):
     # --- choosers --------------------------------------------------------------------
     def _refresh_choices(self, event=None) -> None:
         ui = self.ui
+        for layer in self.viewer.layers:  # follow renames
+            if isinstance(layer, (Image, Labels)) and L.role(layer) in (None, "labels") \
+                    and not self.links.listens_to(layer):
+                self.listen(layer.events.name, lambda _: self.defer(self._refresh_choices))
         images = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
         names = [lay.name for lay in images]
         current = self.image.name if self.image is not None and self.image in images else None
@@ -113,15 +119,18 @@ class SamWidget(QWidget):
 
     def refresh_labels_choice(self) -> None:
         combo = self.ui.labels
-        keep = combo.currentText()
         shape = self.image_shape
-        names = [lay.name for lay in self.viewer.layers if isinstance(lay, Labels)
-                 and L.role(lay) != "candidate" and shape is not None and lay.data.shape == shape]
+        layers = [lay for lay in self.viewer.layers if isinstance(lay, Labels)
+                  and L.role(lay) != "candidate" and shape is not None and lay.data.shape == shape]
+        names = [lay.name for lay in layers]
+        ours = [lay.name for lay in layers if L.role(lay) == "labels"]
+        pick = self._labels_pick
+        if pick not in names and pick != NEW_LABELS:  # default: our labels layer of this image
+            pick = ours[-1] if ours else NEW_LABELS
         combo.blockSignals(True)
         combo.clear()
         combo.addItems([NEW_LABELS, *names])
-        if keep in names:
-            combo.setCurrentText(keep)
+        combo.setCurrentText(pick)
         combo.blockSignals(False)
 
     def _image_chosen(self, *_) -> None:
@@ -182,6 +191,7 @@ class SamWidget(QWidget):
             self.message(f"Image '{layer.name}' was removed; work on it was stopped.")
             self.warn_soon(f"Image '{layer.name}' was removed; work on it was stopped.")
         self.annotation.layer_removed(layer)
+        self.links.forget(layer)
 
     # --- model -----------------------------------------------------------------------
     def _model_activated(self, index: int) -> None:
