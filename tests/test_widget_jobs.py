@@ -84,7 +84,7 @@ def test_switching_image_mid_embedding_discards_the_stale_result(viewer, widget,
     assert widget.wait_idle(60)
     key, embedding = widget.embedding
     assert embedding.original_size == (80, 50) and key == widget.current_key()
-    assert key.layer_id == id(viewer.layers["B"])
+    assert key.layer_id == widget._identity(viewer.layers["B"])[0] != widget._identity(viewer.layers["A"])[0]
 
 
 def test_image_data_change_mid_embedding_reembeds(viewer, widget, embed_gates, tiny_checkpoint, qtbot):

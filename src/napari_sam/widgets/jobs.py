@@ -103,9 +103,8 @@ class TaskRunner:
             on_result(task, result)
 
     def _errored(self, task: Task, exc: BaseException, on_error) -> None:
-        if task is self.current or task.bar is not None and task.bar.is_canceled:
-            if task is self.current:
-                self.current = None
+        if task is self.current:  # errors of cancelled/replaced tasks are expected: dropped
+            self.current = None
             self._close_bar(task)
             on_error(task, exc)
 

@@ -8,7 +8,9 @@ class owns the state and keeps the layers in step. Prompt and mask layers share 
 from __future__ import annotations
 
 import time
+from itertools import count
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -24,6 +26,9 @@ from .annotation import Annotation
 from .jobs import LatestWins, Task, TaskRunner
 from .links import Links
 from .ui import MODEL_FILE, NEW_LABELS, build_panel
+
+
+_SERIALS = count(1)
 
 
 class SamWidget(QWidget):
@@ -43,7 +48,7 @@ class SamWidget(QWidget):
         self._model_source: tuple[str, str] | None = None
         self._labels_pick: str | None = None  # labels layer chosen by the user (or last created)
         self.image: Image | None = None
-        self._versions: dict[int, int] = {}
+        self._ids: WeakKeyDictionary = WeakKeyDictionary()  # image layer -> [serial, data version]
         self.embedding: tuple[work.EmbeddingKey, object] | None = None
         self._loader = TaskRunner(self._progress)
         self._embedder = TaskRunner(self._progress)
@@ -178,10 +183,12 @@ class SamWidget(QWidget):
     def _image_data_changed(self, event=None) -> None:
         if self.image is None:
             return
-        self._versions[id(self.image)] = self._versions.get(id(self.image), 0) + 1
+        self._identity(self.image)[1] += 1
         self.embedding = None
         self.annotation.drop_candidates()
         self.refresh_labels_choice()
+        if self.image_shape is None:
+            self.message(f"'{self.image.name}' is no longer a 2D image: choose a 2D image.", warn=True)
         self._start_embedding()
 
     def _layer_removed(self, event) -> None:
@@ -253,7 +260,14 @@ class SamWidget(QWidget):
     def current_key(self) -> work.EmbeddingKey | None:
         if self.image is None or self.model is None:
             return None
-        return work.EmbeddingKey(id(self.image), self._versions.get(id(self.image), 0), self.model.token)
+        serial, version = self._identity(self.image)
+        return work.EmbeddingKey(serial, version, self.model.token)
+
+    def _identity(self, layer: Image) -> list[int]:
+        """``[serial, data version]`` of an image layer (serials are never reused)."""
+        if layer not in self._ids:
+            self._ids[layer] = [next(_SERIALS), 0]
+        return self._ids[layer]
 
     def _start_embedding(self) -> None:
         key, shape = self.current_key(), self.image_shape

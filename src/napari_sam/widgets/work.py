@@ -19,7 +19,8 @@ from .state import Candidate, merge_objects, rank_single
 
 @dataclass(frozen=True)
 class EmbeddingKey:
-    """Identity of an embedding: which image layer, which version of its data, which model."""
+    """Identity of an embedding: which image layer (a serial number), which version of its
+    data, which model load."""
 
     layer_id: int
     data_version: int
