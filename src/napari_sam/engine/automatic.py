@@ -129,7 +129,7 @@ def generate_masks(
     total = len(crops) * batches + (len(crops) - 1)
     done = 0
 
-    def step() -> None:
+    def step() -> None:  # before each unit of work: poll cancel, report the units finished
         nonlocal done
         if cancel is not None and cancel():
             raise Cancelled("mask generation cancelled")
@@ -149,7 +149,6 @@ def generate_masks(
             r0, c0, r1, c1 = crop
             embedding = src.predictor.compute_embedding(src.image[r0:r1, c0:c1], cancel=cancel)
         found.append(_process_crop(src.model, embedding, crop, shape, grid, step, **settings))
-    step()
     if progress is not None:
         progress(total, total)
     return _finish(found, shape, len(crops) > 1, min_mask_region_area, box_nms_thresh)
