@@ -330,3 +330,12 @@ def test_switching_image_resets_refinement(ready, viewer, monkeypatch):
     points_layer(viewer).add([[80, 100]])
     assert w.wait_idle(60)
     assert calls[-1]["mask_input"] is None and len(candidates(viewer)) == 3
+
+
+def test_script_order_widget_first_then_image(viewer, widget, rgb_image, tiny_checkpoint):
+    """A script may add the image after creating the widget and load at once."""
+    viewer.add_image(rgb_image, name="late")
+    widget.load_model(tiny_checkpoint, device="cpu")  # a Path works too
+    assert widget.image is viewer.layers["late"] and with_role(viewer, "points")
+    assert widget.wait_idle(60) and widget.embedding is not None
+    assert viewer.layers.selection.active is points_layer(viewer)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 
@@ -46,7 +45,7 @@ def make_points(image: Image, image_shape: tuple[int, int]) -> Points:
     """Empty prompt points with a boolean ``positive`` feature (green True, red False)."""
     layer = Points(
         np.zeros((0, 2)), ndim=2, name="SAM points", size=point_size(image_shape),
-        features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}),
+        features={"positive": np.zeros(0, bool)},
         face_color="positive", face_color_cycle={True: POSITIVE, False: NEGATIVE},
         border_color="white", border_width=0.15, metadata={KEY: {"role": "points"}}, **_placement(image),
     )

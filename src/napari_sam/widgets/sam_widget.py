@@ -224,6 +224,8 @@ class SamWidget(QWidget):
         except ValueError as exc:
             self.message(str(exc), warn=True)
             return
+        if self.links.pending:  # a layer was just added (scripts): adopt it now, not later
+            self._refresh_choices()
         self._loader.cancel()
         self._embedder.cancel()
         self.model, self.embedding = None, None
