@@ -142,15 +142,15 @@ def test_parity_filters_off(predictor, state, image, record_property):
 
 
 def test_parity_defaults(predictor, state, image, record_property):
-    ours, theirs = run_both(predictor, state, image, points_per_side=6)
-    assert 5 <= len(theirs) < 108 // 2, len(theirs)  # the filters do something, but not everything
+    ours, theirs = run_both(predictor, state, image, points_per_side=5)
+    assert 5 <= len(theirs) < 75 // 2, len(theirs)  # the filters do something, but not everything
     assert min(m["area"] for m in theirs) < 0.05 * image[..., 0].size
     check(match(ours, theirs), record_property)
 
 
 def test_parity_crop_layer(predictor, state, image, record_property):
-    ours, theirs = run_both(predictor, state, image, points_per_side=3, crop_n_layers=1)
-    assert len(theirs) >= 3
+    ours, theirs = run_both(predictor, state, image, points_per_side=2, crop_n_layers=1)
+    assert len(theirs) >= 2
     assert any(m["crop_box"] != [0, 0, 400, 300] for m in theirs), "no mask comes from a crop"
     check(match(ours, theirs), record_property)
     assert sorted(tuple(m["crop_box"]) for m in ours) == sorted(
@@ -194,14 +194,14 @@ def test_masks_to_labels_overlaps():
 
 def test_progress_cancel_and_embedding_input(predictor):
     calls = []
-    generate_masks(predictor, points_per_side=4, points_per_batch=4, progress=lambda d, t: calls.append((d, t)))
+    generate_masks(predictor, points_per_side=2, points_per_batch=1, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     with pytest.raises(Cancelled):
-        generate_masks(predictor, points_per_side=4, points_per_batch=4, cancel=lambda: len(calls) > 4,
+        generate_masks(predictor, points_per_side=2, points_per_batch=1, cancel=lambda: len(calls) > 5,
                        progress=lambda d, t: calls.append((d, t)))
     # An Embedding decodes with model=; crops need the image, which it does not carry.
-    direct = generate_masks(predictor, points_per_side=3, **OFF)
-    via_emb = generate_masks(predictor.embedding, model=predictor, points_per_side=3, **OFF)
+    direct = generate_masks(predictor, points_per_side=2, **OFF)
+    via_emb = generate_masks(predictor.embedding, model=predictor, points_per_side=2, **OFF)
     assert [m["predicted_iou"] for m in direct] == [m["predicted_iou"] for m in via_emb]
     with pytest.raises(TypeError, match="model="):
         generate_masks(predictor.embedding, points_per_side=3)
@@ -263,9 +263,11 @@ def test_remove_small_regions():
 
 
 def test_generate_with_min_region_area(predictor):
-    raw = generate_masks(predictor, points_per_side=4, **OFF)
-    cleaned = generate_masks(predictor, points_per_side=4, min_mask_region_area=200, **OFF)
+    raw = generate_masks(predictor, points_per_side=2, **OFF)
+    cleaned = generate_masks(predictor, points_per_side=2, min_mask_region_area=200, **OFF)
     assert 0 < len(cleaned) <= len(raw)
+    changed = [c for c in cleaned if not any((c["segmentation"] == r["segmentation"]).all() for r in raw)]
+    assert len(changed) > len(raw) // 2  # the cleanup did work on most of them
     from scipy import ndimage
 
     eight = np.ones((3, 3), bool)
