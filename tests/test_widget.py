@@ -1,12 +1,13 @@
 """The Segment Anything widget end to end, with a random-weight tiny SAM (no downloads).
 
-Tests drive a headless ``napari.components.ViewerModel`` (layers, events, key bindings, no
-OpenGL canvas) so they run on machines without a display; ``test_widget_dock.py`` covers the
-real viewer and the plugin manifest.
+Without a display, tests drive a headless ``napari.components.ViewerModel`` (layers, events,
+key bindings, no OpenGL canvas); with one (e.g. ``xvfb-run`` and ``QT_QPA_PLATFORM=xcb``) the
+same tests run on a real ``napari.Viewer``. ``test_widget_dock.py`` covers the manifest.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -25,8 +26,14 @@ def candidates(viewer):
     return sorted(with_role(viewer, "candidate"), key=lambda lay: lay.metadata["napari_sam"]["index"])
 
 
+HAS_DISPLAY = bool(os.environ.get("DISPLAY")) and os.environ.get("QT_QPA_PLATFORM") not in (None, "offscreen")
+
+
 @pytest.fixture()
-def viewer():
+def viewer(request):
+    """A real napari viewer where a display with OpenGL exists, else the headless model."""
+    if HAS_DISPLAY:
+        return request.getfixturevalue("make_napari_viewer")()
     return ViewerModel()
 
 

@@ -10,26 +10,12 @@ import threading
 
 import numpy as np
 import pytest
-from napari.components import ViewerModel
 
 from napari_sam.engine import Cancelled
-from napari_sam.widgets import SamWidget, work
+from napari_sam.widgets import work
 
+from test_widget import viewer, widget  # noqa: F401 (fixtures)
 from test_widget import candidates, points_layer
-
-
-@pytest.fixture()
-def viewer():
-    return ViewerModel()
-
-
-@pytest.fixture()
-def widget(qtbot, viewer):
-    w = SamWidget(viewer)
-    qtbot.addWidget(w)
-    yield w
-    w.cancel()
-    assert w.wait_idle(60)
 
 
 class Gates:

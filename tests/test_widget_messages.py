@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.components import ViewerModel
 
-from napari_sam.widgets import SamWidget
-
+from test_widget import viewer, widget  # noqa: F401 (fixtures)
 from test_widget import boxes_layer, candidates, points_layer, with_role
-
-
-@pytest.fixture()
-def viewer():
-    return ViewerModel()
-
-
-@pytest.fixture()
-def widget(qtbot, viewer):
-    w = SamWidget(viewer)
-    qtbot.addWidget(w)
-    yield w
-    w.cancel()
-    assert w.wait_idle(60)
 
 
 @pytest.fixture()

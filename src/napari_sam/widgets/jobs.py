@@ -91,10 +91,13 @@ class TaskRunner:
 
     def _progressed(self, task: Task, done: int, total: int) -> None:
         if task is self.current and task.bar is not None:
-            if total and task.bar.total != total:
-                task.bar.total = total
-            task.bar.update(done - task.bar.n)
             self._on_progress(task, done, total)
+            try:
+                if total and task.bar.total != total:
+                    task.bar.total = total
+                task.bar.update(done - task.bar.n)
+            except RuntimeError:  # a progress view of a closed napari window; the status line still works
+                pass
 
     def _returned(self, task: Task, result: Any, on_result) -> None:
         if task is self.current and not task.cancelled():
