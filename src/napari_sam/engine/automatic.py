@@ -208,16 +208,17 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
         for lo in range(0, len(logits), chunk):
             full = upscale_logits_cropped(logits[lo:lo + chunk].float(), geometry, model.img_size)
             stability = stability_scores(full, threshold, stability_score_offset)
-            keep = torch.ones(len(full), dtype=torch.bool, device=device)
+            keep_idx = torch.arange(len(full), device=device)
             if stability_score_thresh > 0:
-                keep &= stability >= stability_score_thresh
-            masks = full[keep] > threshold
+                keep_idx = (stability >= stability_score_thresh).nonzero()[:, 0]
+                full = full[keep_idx]
+            masks = full > threshold
             del full
             boxes = mask_boxes(masks)
-            keep_idx = keep.nonzero()[:, 0]
             if not is_full:
-                edge = near_crop_edge(boxes + torch.cat([offset, offset]).long(), crop, shape)
-                masks, boxes, keep_idx = masks[~edge], boxes[~edge], keep_idx[~edge]
+                inside = ~near_crop_edge(boxes + torch.cat([offset, offset]).long(), crop, shape)
+                if not inside.all():
+                    masks, boxes, keep_idx = masks[inside], boxes[inside], keep_idx[inside]
             if len(keep_idx) == 0:
                 continue
             out.packed.append(pack_masks(masks))
@@ -259,15 +260,10 @@ def _finish(found: list[_Found], shape, several_crops: bool, min_area: int, box_
         order = nms(boxes.float(), 1.0 / area, CROP_NMS_THRESH).numpy()
     else:
         order = np.arange(len(iou))
-    masks = np.zeros((len(order), *shape), dtype=bool)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    for i, f in enumerate(found):  # one unpack per crop, not per mask
-        sel = np.nonzero(crop_of[order] == i)[0]
-        if len(sel) == 0:
-            continue
-        r0, c0, r1, c1 = f.crop
-        local = order[sel] - starts[i]
-        masks[sel, r0:r1, c0:c1] = unpack_masks(f.packed[0][local], (r1 - r0, c1 - c0))
+    if len(found) == 1 and crops[0] == (0, 0, *shape):  # the usual case: no pasting needed
+        masks = unpack_masks(found[0].packed[0][order], shape)
+    else:
+        masks = _paste(found, order, crop_of, sizes, shape)
     boxes, iou, stability, points = boxes[order], iou[order], stability[order], points[order]
     crop_box = [crops[c] for c in crop_of[order]]
     if min_area > 0:
@@ -288,6 +284,20 @@ def _finish(found: list[_Found], shape, several_crops: bool, min_area: int, box_
         }
         for i, b in enumerate(boxes)
     ]
+
+
+def _paste(found: list[_Found], order: np.ndarray, crop_of: np.ndarray, sizes: list[int], shape) -> np.ndarray:
+    """Full-frame masks, in ``order``, from the packed crop-frame masks of every crop."""
+    masks = np.zeros((len(order), *shape), dtype=bool)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for i, f in enumerate(found):  # one unpack per crop, not per mask
+        sel = np.nonzero(crop_of[order] == i)[0]
+        if len(sel) == 0:
+            continue
+        r0, c0, r1, c1 = f.crop
+        local = order[sel] - starts[i]
+        masks[sel, r0:r1, c0:c1] = unpack_masks(f.packed[0][local], (r1 - r0, c1 - c0))
+    return masks
 
 
 def _clean_small_regions(masks: np.ndarray, boxes: torch.Tensor, min_area: int, thresh: float):
