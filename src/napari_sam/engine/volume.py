@@ -69,6 +69,7 @@ class VolumeEmbeddings:
         self.layout: TileLayout | None = choose_layout(self.plane_shape, tile, halo)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.store: EmbeddingStore | None = None
+        self._store_to_open = None
 
     # --- items -----------------------------------------------------------------------
     @property
@@ -110,6 +111,11 @@ class VolumeEmbeddings:
         self.store.check(info)
         return self.store
 
+    def use_store(self, path) -> None:
+        """Open the existing store at ``path`` on the first :meth:`embedding` call (checking it
+        hashes every pixel, so let that happen in a worker thread)."""
+        self._store_to_open = path
+
     def cached(self, item: tuple[int, ...]) -> Embedding | None:
         """The embedding of ``item`` if it is in memory or on disk (never computes)."""
         item = tuple(int(i) for i in item)
@@ -123,6 +129,9 @@ class VolumeEmbeddings:
     def embedding(self, item: tuple[int, ...], cancel: Callable[[], bool] | None = None) -> Embedding:
         """Embedding of ``item`` (``lead + tile``): from memory, disk, or computed now."""
         item = tuple(int(i) for i in item)
+        if self._store_to_open is not None:
+            path, self._store_to_open = self._store_to_open, None
+            self.attach_store(path, create=False)
         if len(item) != len(self.index_shape) or any(not 0 <= i < n for i, n in zip(item, self.index_shape)):
             raise IndexError(f"item {item} outside the index shape {self.index_shape}")
         emb = self.cached(item)
@@ -165,12 +174,9 @@ class VolumeEmbeddings:
             return 0, 0
         return self.layout.best_tile(prompt_extent(points, box))
 
-    def predict(self, lead: tuple[int, ...], points=None, labels=None, box=None, mask_input=None,
-                multimask: bool = True, tile: tuple[int, int] | None = None,
-                cancel: Callable[[], bool] | None = None) -> PlanePrediction:
-        """Decode prompts given in plane coordinates ``(row, col)`` on the best window."""
-        points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
-        box = None if box is None else np.asarray(box, float).reshape(4)
+    def _window_for(self, points, box, tile) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """The tile to decode on (``tile`` or the best one) and its window; raises when the
+        prompts do not fit in it."""
         tile = tuple(tile) if tile is not None else self.tile_for(points, box)
         r0, c0, r1, c1 = window = self.window(tile)
         if self.layout is not None:
@@ -178,10 +184,30 @@ class VolumeEmbeddings:
             if e0 < r0 - 0.5 or f0 < c0 - 0.5 or e1 > r1 - 0.5 or f1 > c1 - 0.5:
                 raise ValueError(f"the prompts span more than one tile window ({self.layout.tile} px + "
                                  f"{self.layout.halo} px halo): use closer prompts or a larger tile")
+        return tile, window
+
+    def predict(self, lead: tuple[int, ...], points=None, labels=None, box=None, mask_input=None,
+                multimask: bool = True, tile: tuple[int, int] | None = None,
+                cancel: Callable[[], bool] | None = None) -> PlanePrediction:
+        """Decode prompts given in plane coordinates ``(row, col)`` on the best window."""
+        points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
+        box = None if box is None else np.asarray(box, float).reshape(4)
+        tile, window = self._window_for(points, box, tile)
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)
-        shift = np.array([r0, c0], float)
+        shift = np.array(window[:2], float)
         pred = self.predictor.predict(
             points=None if points is None else points - shift, labels=labels,
             box=None if box is None else box - np.tile(shift, 2), mask_input=mask_input,
             multimask=multimask, embedding=emb)
+        return PlanePrediction(pred, window, tile)
+
+    def predict_boxes(self, lead: tuple[int, ...], boxes, multimask: bool = False,
+                      cancel: Callable[[], bool] | None = None) -> PlanePrediction:
+        """One object per box ``(N, 4)`` (plane coordinates), all decoded on one window:
+        masks ``(N, K, h, w)``."""
+        boxes = np.asarray(boxes, float).reshape(-1, 4)
+        corners = boxes.reshape(-1, 2)
+        tile, window = self._window_for(corners, None, None)
+        emb = self.embedding(tuple(lead) + tile, cancel=cancel)
+        pred = self.predictor.predict_boxes(boxes - np.tile(window[:2], 2), multimask=multimask, embedding=emb)
         return PlanePrediction(pred, window, tile)

@@ -29,6 +29,8 @@ class Annotation:
         self.points = None
         self.boxes = None
         self.cand_layers: dict[int, Labels] = {}
+        self.propagated: dict | None = None  # {plane: (H, W) mask} of the current object
+        self.prop_layer: Labels | None = None
         self.object = CurrentObject()
         self.history = History()
         self.generation = 0  # bumps on every prompt change: older decode results are stale
@@ -141,7 +143,7 @@ class Annotation:
         elif self.w.embedding is None or self.w.embedding[0] != key:
             self.w.message("Prompts noted: they are decoded as soon as the embedding is ready.")
         else:
-            self.w.submit_decode(work.DecodeRequest(self.generation, key, self.w.embedding[1], self.w.model, plan))
+            self.w.submit_decode(work.DecodeRequest(self.generation, key, self.w.planes.volume, self.w.model, plan))
 
     def decoded(self, request: work.DecodeRequest, candidates: list[Candidate]) -> None:
         if request.generation != self.generation or request.key != self.w.current_key():
@@ -159,7 +161,7 @@ class Annotation:
             for cand in candidates:
                 layer = self.cand_layers.get(cand.index)
                 if layer is not None and layer in self.viewer.layers:
-                    L.update_candidate(layer, cand)
+                    L.update_candidate(layer, cand, image)
                 else:
                     layer = self.cand_layers[cand.index] = L.make_candidate(cand, image)
                     L.bind_keys(layer, self.keys())
@@ -223,11 +225,25 @@ class Annotation:
     def drop_candidates(self) -> None:
         """Forget the current candidates (and the mask fed back for refinement)."""
         self.object.reset()
+        self.propagated = None
         with self.quiet():
-            for layer in self.cand_layers.values():
-                self._remove(layer)
+            for layer in [*self.cand_layers.values(), self.prop_layer]:
+                if layer is not None:
+                    self._remove(layer)
         self.cand_layers.clear()
+        self.prop_layer = None
         self._highlight()
+
+    def show_propagated(self, planes: dict) -> None:
+        """Show the current object propagated through ``planes`` ``{plane: (H, W) mask}``;
+        commit writes it through all of them."""
+        self.propagated = planes
+        with self.quiet():
+            if self.prop_layer is not None:
+                self._remove(self.prop_layer)
+            self.prop_layer = L.make_propagated(self.w.image, self.w.labels_shape, planes,
+                                                f"SAM propagated · {len(planes)} planes")
+            self.viewer.layers.insert(self._candidate_slot(), self.prop_layer)
 
     def reset_object(self, clear_prompts: bool) -> None:
         self.generation += 1
@@ -257,6 +273,8 @@ class Annotation:
             self.request_decode()
             self.w.message(f"'{name}' was removed; press Clear (Esc) to get a new one.")
             self.w.warn_soon(f"'{name}' was removed; press Clear (Esc) to get a new one.")
+        elif layer is self.prop_layer:
+            self.prop_layer, self.propagated = None, None
         elif L.role(layer) == "candidate":
             index = next((i for i, lay in self.cand_layers.items() if lay is layer), None)
             if index is not None:
@@ -272,7 +290,7 @@ class Annotation:
         name = self.w.ui.labels.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if isinstance(layer, Labels) and layer.data.shape == self.w.image_shape:
+            if isinstance(layer, Labels) and layer.data.shape == self.w.labels_shape:
                 return layer
         return None
 
@@ -282,12 +300,14 @@ class Annotation:
             self.w.message("Nothing to commit: place a point or draw a box, then wait for the mask.", warn=True)
             return False
         target = self._target()
-        data = np.zeros(cand.mask.shape, np.uint32) if target is None else target.data
+        data = np.zeros(self.w.labels_shape, np.uint32) if target is None else target.data
         if not isinstance(data, np.ndarray):
             self.w.message(f"'{target.name}' is not an in-memory array: choose another labels layer.", warn=True)
             return False
         try:
-            flat, before, after, ids = paint(data, cand.objects, overwrite=self.w.ui.overwrite.isChecked())
+            where = {"planes": self.propagated} if self.propagated else \
+                {"at": self.w.current_key().plane if self.w.current_key() else (), "offset": cand.offset}
+            flat, before, after, ids = paint(data, cand.objects, overwrite=self.w.ui.overwrite.isChecked(), **where)
         except ValueError as exc:
             self.w.message(str(exc), warn=True)
             return False
@@ -296,7 +316,7 @@ class Annotation:
                            "(tick 'Overwrite existing labels' to paint over labels).", warn=True)
             return False
         if target is None:
-            target = L.make_labels(self.w.image, data.shape)
+            target = L.make_labels(self.w.image, self.w.labels_shape)
             target.data = data
             with self.quiet():
                 self.viewer.layers.insert(self.viewer.layers.index(self.w.image) + 1, target)

@@ -27,8 +27,10 @@ def role(layer: Layer) -> str | None:
     return meta.get("role") if isinstance(meta, dict) else None
 
 
-def _placement(image: Image) -> dict:
-    return {"scale": tuple(image.scale[-2:]), "translate": tuple(image.translate[-2:])}
+def _placement(image: Image, offset: tuple[int, int] = (0, 0)) -> dict:
+    """2D placement of the image's plane, shifted by ``offset`` pixels ``(row, col)``."""
+    scale = np.asarray(image.scale[-2:], float)
+    return {"scale": tuple(scale), "translate": tuple(np.asarray(image.translate[-2:], float) + scale * offset)}
 
 
 def place_like(layer: Layer, image: Image) -> None:
@@ -112,13 +114,14 @@ def candidate_metadata(cand: Candidate) -> dict:
 
 def make_candidate(cand: Candidate, image: Image) -> Labels:
     return Labels(cand.mask, name=candidate_name(cand), metadata=candidate_metadata(cand),
-                  colormap=_candidate_colormap(cand), opacity=DIMMED_OPACITY, **_placement(image))
+                  colormap=_candidate_colormap(cand), opacity=DIMMED_OPACITY, **_placement(image, cand.offset))
 
 
-def update_candidate(layer: Labels, cand: Candidate) -> None:
+def update_candidate(layer: Labels, cand: Candidate, image: Image) -> None:
     layer.metadata = candidate_metadata(cand)
     layer.colormap = _candidate_colormap(cand)
     layer.data = cand.mask
+    layer.translate = _placement(image, cand.offset)["translate"]
     layer.name = candidate_name(cand)
 
 
@@ -127,10 +130,24 @@ def highlight(layer: Labels, chosen: bool) -> None:
     layer.blending = "translucent"
 
 
-def make_labels(image: Image, image_shape: tuple[int, int], name: str = "SAM labels") -> Labels:
-    """An empty uint32 committed-labels layer for the image."""
-    return Labels(np.zeros(image_shape, np.uint32), name=name, metadata={KEY: {"role": "labels"}},
-                  **_placement(image))
+def make_labels(image: Image, labels_shape: tuple[int, ...], name: str = "SAM labels") -> Labels:
+    """An empty uint32 committed-labels layer of ``labels_shape`` (the image's shape without
+    colour), placed like the image in all its dimensions."""
+    n = len(labels_shape)
+    return Labels(np.zeros(labels_shape, np.uint32), name=name, metadata={KEY: {"role": "labels"}},
+                  scale=tuple(image.scale[-n:]), translate=tuple(image.translate[-n:]))
+
+
+def make_propagated(image: Image, labels_shape: tuple[int, ...], planes: dict, name: str) -> Labels:
+    """A layer showing one object propagated through planes ``{lead index: (H, W) mask}``."""
+    data = np.zeros(labels_shape, np.uint8)
+    for at, mask in planes.items():
+        data[at][mask] = 1
+    n = len(labels_shape)
+    return Labels(data, name=name, metadata={KEY: {"role": "propagated"}}, opacity=CHOSEN_OPACITY,
+                  colormap=DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0),
+                                                           1: CANDIDATE_COLORS[0]}),
+                  scale=tuple(image.scale[-n:]), translate=tuple(image.translate[-n:]))
 
 
 def bind_keys(layer: Layer, actions: dict[str, Callable[[], object]]) -> None:

@@ -1,8 +1,9 @@
 """``SamWidget``: the dock widget that drives SAM from napari.
 
 Heavy work (weights, checkpoint, embedding) and decoding run in workers (``jobs``); this
-class owns the state and keeps the layers in step. Prompt and mask layers share the image's
-2D placement, so their data coordinates are the image's pixel ``(row, col)``.
+class owns the state and keeps the layers in step. Prompt and mask layers share the placement
+of the image's plane, so their data coordinates are its pixel ``(row, col)``; nD images are
+segmented plane by plane (``planes``), the committed labels layer has the image's shape.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import work
 from .annotation import Annotation
 from .jobs import LatestWins, Task, TaskRunner
 from .links import Links
+from .planes import Planes
 from .ui import MODEL_FILE, NEW_LABELS, build_panel
 
 
@@ -56,6 +58,7 @@ class SamWidget(QWidget):
         self.links = Links(self)
         self.listen, self.defer = self.links.listen, self.links.defer
         self.annotation = Annotation(self)
+        self.planes = Planes(self)
         self._wire()
         self._refresh_choices()
         if self.image is None:
@@ -65,6 +68,7 @@ class SamWidget(QWidget):
     def _wire(self) -> None:
         ui, events = self.ui, self.viewer.layers.events
         self.listen(events.removed, self._layer_removed)
+        self.listen(self.viewer.dims.events.current_step, self.planes.dims_changed)
         for event in (events.inserted, events.removed, events.moved):
             self.listen(event, lambda _: self.defer(self._refresh_choices))
         ui.image.currentIndexChanged.connect(self._image_chosen)
@@ -77,6 +81,7 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.redo.clicked.connect(self.redo)
+        ui.propagate.clicked.connect(self.propagate)
         ui.export.clicked.connect(self._export_clicked)
         ui.polarity.toggled.connect(lambda on: self.annotation.set_polarity(not on))
         for k, button in enumerate(ui.choose):
@@ -100,7 +105,8 @@ class SamWidget(QWidget):
             self.message(f"{task.label}… {done}/{total}")
 
     def _busy_changed(self) -> None:
-        self.ui.cancel.setEnabled(self._loader.current is not None or self._embedder.current is not None)
+        self.ui.cancel.setEnabled(any(r.current is not None for r in (
+            self._loader, self._embedder, self.planes.propagator)))
 
     # --- choosers --------------------------------------------------------------------
     def _refresh_choices(self, event=None) -> None:
@@ -124,9 +130,9 @@ class SamWidget(QWidget):
 
     def refresh_labels_choice(self) -> None:
         combo = self.ui.labels
-        shape = self.image_shape
+        shape = self.labels_shape
         layers = [lay for lay in self.viewer.layers if isinstance(lay, Labels)
-                  and L.role(lay) != "candidate" and shape is not None and lay.data.shape == shape]
+                  and L.role(lay) in (None, "labels") and shape is not None and lay.data.shape == shape]
         names = [lay.name for lay in layers]
         ours = [lay.name for lay in layers if L.role(lay) == "labels"]
         pick = self._labels_pick
@@ -145,10 +151,19 @@ class SamWidget(QWidget):
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
-        """``(H, W)`` of the chosen image when it is 2D, else None."""
-        if self.image is None or self.image.ndim != 2 or self.image.multiscale:
+        """``(H, W)`` of the chosen image's planes (None without an image or if multiscale)."""
+        if self.image is None or self.image.multiscale:
             return None
-        return tuple(int(s) for s in self.image.data.shape[:2])
+        shape = self.image.data.shape
+        return tuple(int(s) for s in (shape[-3:-1] if self.image.rgb else shape[-2:]))
+
+    @property
+    def labels_shape(self) -> tuple[int, ...] | None:
+        """Shape of the committed labels: the image's, without the colour axis."""
+        if self.image_shape is None:
+            return None
+        shape = self.image.data.shape
+        return tuple(int(s) for s in (shape[:-1] if self.image.rgb else shape))
 
     def set_image(self, layer: Image | None) -> None:
         """Segment ``layer`` (a 2D gray or RGB Image layer) from now on."""
@@ -170,14 +185,15 @@ class SamWidget(QWidget):
         if layer is None:
             self.message("No image: open or choose a 2D image layer.")
         elif self.image_shape is None:
-            self.message(f"'{layer.name}' is {layer.ndim}D{' multiscale' if layer.multiscale else ''}: "
-                         "only 2D grayscale or RGB images are supported for now. Choose a 2D image.", warn=True)
+            self.message(f"'{layer.name}' is a multiscale image: choose a single-scale image "
+                         "(large planes are tiled automatically).", warn=True)
         else:
+            self.planes.dims_seen()
             self.annotation.ensure_prompt_layers()
             if self.model is None and self._loader.current is None:
                 self.message(f"Image '{layer.name}': press 'Load model' to start "
                              "(official weights are downloaded once).")
-            self._start_embedding()
+            self.start_embedding()
         self._busy_changed()
 
     def _image_data_changed(self, event=None) -> None:
@@ -188,8 +204,8 @@ class SamWidget(QWidget):
         self.annotation.drop_candidates()
         self.refresh_labels_choice()
         if self.image_shape is None:
-            self.message(f"'{self.image.name}' is no longer a 2D image: choose a 2D image.", warn=True)
-        self._start_embedding()
+            self.message(f"'{self.image.name}' is now multiscale: choose a single-scale image.", warn=True)
+        self.start_embedding()
 
     def _layer_removed(self, event) -> None:
         layer = event.value
@@ -212,7 +228,7 @@ class SamWidget(QWidget):
     def _load_clicked(self, *_) -> None:
         source = (self.ui.model.currentData() or self.ui.model.currentText(), self.ui.device.currentText())
         if self.model is not None and source == self._model_source and self.embedding is None:
-            self._start_embedding()  # same model (e.g. after Cancel): just embed again
+            self.start_embedding()  # same model (e.g. after Cancel): just embed again
         else:
             self.load_model(*source)
 
@@ -255,7 +271,7 @@ class SamWidget(QWidget):
             return
         self.model = work.LoadedModel(predictor, self._model_token, self._model_label)
         self.message(f"Model {self._model_label} ready on {predictor.device}.")
-        self._start_embedding()
+        self.start_embedding()
         self._busy_changed()
 
     # --- embedding -------------------------------------------------------------------
@@ -263,7 +279,7 @@ class SamWidget(QWidget):
         if self.image is None or self.model is None:
             return None
         serial, version = self._identity(self.image)
-        return work.EmbeddingKey(serial, version, self.model.token)
+        return work.EmbeddingKey(serial, version, self.model.token, self.planes.current())
 
     def _identity(self, layer: Image) -> list[int]:
         """``[serial, data version]`` of an image layer (serials are never reused)."""
@@ -271,27 +287,39 @@ class SamWidget(QWidget):
             self._ids[layer] = [next(_SERIALS), 0]
         return self._ids[layer]
 
-    def _start_embedding(self) -> None:
+    def start_embedding(self) -> None:
+        """Embed the plane on screen in the background unless it is ready; tiled planes are
+        ready at once (their tiles are embedded when a prompt needs them)."""
         key, shape = self.current_key(), self.image_shape
         if key is None or shape is None or (self.embedding is not None and self.embedding[0] == key):
             return
         layer = self.image
-        limits = None if layer.rgb else tuple(float(v) for v in layer.contrast_limits)
-        data = np.asarray(layer.data)
-        if layer.rgb and data.shape[-1] == 4:
-            data = data[..., :3]  # RGBA: SAM sees the colours, not the alpha
-        self._embedder.start(f"embedding {layer.name}", key, work.embed(self.model, data, limits),
+        try:
+            vol = self.planes.volume_for(key)
+        except (ValueError, OSError) as exc:
+            self.message(f"Cannot segment '{layer.name}': {exc}", warn=True)
+            return
+        self._embedder.cancel()
+        item = self.planes.item(key.plane)
+        cached = vol.cached(item)
+        if vol.layout is not None or cached is not None:
+            self._embedded(Task("embedding", key), cached)
+            return
+        where = f" plane {key.plane}" if key.plane else ""
+        self._embedder.start(f"embedding {layer.name}{where}", key, work.embed(self.model, vol, item),
                              self.model.encoder_steps(), self._embedded, self._task_failed)
-        self.message(f"embedding {layer.name}…")
+        self.message(f"embedding {layer.name}{where}…")
         self._busy_changed()
 
     def _embedded(self, task: Task, embedding) -> None:
         if task.key != self.current_key():
             return  # computed for another image, data version or model: never applied
         self.embedding = (task.key, embedding)
-        self.message(f"Ready: click on '{self.image.name}' to segment (model {self.model.label}).")
+        tiles = " (large image: tiles are embedded where you click)" if embedding is None else ""
+        self.message(f"Ready: click on '{self.image.name}' to segment (model {self.model.label}){tiles}.")
         self._busy_changed()
         self.annotation.request_decode()
+        self.planes.prefetch()
 
     def _task_failed(self, task: Task, exc: BaseException) -> None:
         if isinstance(exc, (Cancelled, DownloadCancelled)):
@@ -303,7 +331,9 @@ class SamWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop loading/embedding; the partial work is discarded."""
-        stopped = [t for t in (self._loader.cancel(), self._embedder.cancel()) if t is not None]
+        self.planes.prefetcher.cancel()
+        stopped = [t for t in (self._loader.cancel(), self._embedder.cancel(), self.planes.propagator.cancel())
+                   if t is not None]
         if stopped:
             self.message(f"{stopped[-1].label} cancelled.")
         self._busy_changed()
@@ -338,6 +368,18 @@ class SamWidget(QWidget):
     def undo(self) -> bool:
         return self.annotation.undo()
 
+    def open_embedding_store(self, path) -> None:
+        """Reuse embeddings precomputed by ``napari-sam embed`` (a zarr store) for the image;
+        a store made for other pixels, contrast limits or model is refused with a message."""
+        self.planes.open_store(path)
+        self.embedding = None
+        self.start_embedding()
+
+    def propagate(self) -> bool:
+        """Segment the current object on the next and previous planes of a stack (background);
+        :meth:`commit` then writes it through all of them with one id."""
+        return self.planes.propagate()
+
     def redo(self) -> bool:
         return self.annotation.redo()
 
@@ -352,7 +394,8 @@ class SamWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return bool(self.links.pending) or self._loader.busy or self._embedder.busy or self._decoder.busy
+        return (bool(self.links.pending) or self._loader.busy or self._embedder.busy or self._decoder.busy
+                or self.planes.busy)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
@@ -371,6 +414,7 @@ class SamWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self._loader.cancel()
         self._embedder.cancel()
+        self.planes.cancel()
         super().closeEvent(event)
 
     def warn_soon(self, text: str) -> None:

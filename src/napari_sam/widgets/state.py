@@ -25,6 +25,7 @@ class Candidate:
     iou: float
     logits: np.ndarray | None = None
     ious: tuple[float, ...] = ()
+    offset: tuple[int, int] = (0, 0)  # (row, col) of mask[0, 0] in the plane (tiled images)
 
     @property
     def objects(self) -> list[np.ndarray]:
@@ -34,21 +35,22 @@ class Candidate:
         return [self.mask == k for k in range(1, len(self.ious) + 1)]
 
 
-def rank_single(masks: np.ndarray, scores: np.ndarray, logits: np.ndarray) -> list[Candidate]:
+def rank_single(masks: np.ndarray, scores: np.ndarray, logits: np.ndarray,
+                offset: tuple[int, int] = (0, 0)) -> list[Candidate]:
     """Candidates of one object, best first: ``masks (K, H, W)``, ``scores (K,)``, ``logits (K, g, g)``."""
     order = np.argsort(-np.asarray(scores), kind="stable")
-    return [Candidate(rank, masks[k].astype(np.uint8), float(scores[k]), np.asarray(logits[k]))
+    return [Candidate(rank, masks[k].astype(np.uint8), float(scores[k]), np.asarray(logits[k]), (), offset)
             for rank, k in enumerate(order)]
 
 
-def merge_objects(masks: np.ndarray, scores: np.ndarray) -> Candidate:
+def merge_objects(masks: np.ndarray, scores: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Candidate:
     """One candidate holding N objects: ``masks (N, H, W)`` bool, ``scores (N,)``.
     Where objects overlap, the higher-scoring one wins."""
     merged = np.zeros(masks.shape[1:], np.uint8 if len(masks) < 256 else np.uint16)
     for k in np.argsort(np.asarray(scores), kind="stable"):  # best painted last
         merged[masks[k]] = k + 1
     ious = tuple(float(s) for s in scores)
-    return Candidate(0, merged, float(np.mean(ious)), None, ious)
+    return Candidate(0, merged, float(np.mean(ious)), None, ious, offset)
 
 
 @dataclass
@@ -93,18 +95,35 @@ class Commit:
     size: int = -1  # pixels of the labels array it was made on
 
 
-def paint(data: np.ndarray, objects: list[np.ndarray], overwrite: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Write each boolean ``(H, W)`` object mask into ``data`` in place with a new id (max+1).
+def plane_flat(shape: tuple[int, ...], mask: np.ndarray, at: tuple[int, ...] = (),
+               offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Flat indices into an array of ``shape`` of the True pixels of a 2D ``mask`` that lies
+    on plane ``at`` (leading indices) with its corner at ``offset`` ``(row, col)``."""
+    rr, cc = np.nonzero(mask)
+    idx = tuple(np.full(rr.size, i) for i in at) + (rr + offset[0], cc + offset[1])
+    return np.ravel_multi_index(idx, shape) if rr.size else np.zeros(0, np.int64)
 
-    Existing labels are kept unless ``overwrite``. Returns ``(flat, before, after, ids)``;
-    ``flat`` is empty when nothing was painted. Raises ValueError when ``data``'s dtype cannot
-    hold the new id.
+
+def paint(data: np.ndarray, objects: list[np.ndarray], overwrite: bool = False, at: tuple[int, ...] = (),
+          offset: tuple[int, int] = (0, 0), planes: dict[tuple[int, ...], np.ndarray] | None = None,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Write each boolean 2D object mask into ``data`` in place with a new id (max+1).
+
+    The masks lie on plane ``at`` of ``data`` (its leading indices; ``()`` for 2D labels) with
+    their corner at ``offset``. ``planes`` ``{at: mask}`` instead paints one object through
+    several planes with a single id. Existing labels are kept unless ``overwrite``. Returns
+    ``(flat, before, after, ids)`` (flat indices into ``data``); ``flat`` is empty when
+    nothing was painted. Raises ValueError when ``data``'s dtype cannot hold the new id.
     """
+    if planes is not None:
+        groups = [np.concatenate([plane_flat(data.shape, m, p) for p, m in planes.items()] or [np.zeros(0, int)])]
+    else:
+        groups = [plane_flat(data.shape, obj, at, offset) for obj in objects]
     flats, befores, afters, ids = [], [], [], []
     next_id = int(data.max()) + 1 if data.size else 1
-    for obj in objects:
-        where = obj if overwrite else obj & (data == 0)
-        flat = np.flatnonzero(where)
+    for flat in groups:
+        if not overwrite:
+            flat = flat[data.flat[flat] == 0]
         if flat.size == 0:
             continue
         if np.issubdtype(data.dtype, np.integer) and next_id > np.iinfo(data.dtype).max:

@@ -51,6 +51,7 @@ class Panel:
     redo: QPushButton
     export: QPushButton
     status: QLabel
+    propagate: QPushButton
 
 
 def build_panel(parent: QWidget) -> Panel:
@@ -58,7 +59,7 @@ def build_panel(parent: QWidget) -> Panel:
     root = QVBoxLayout(parent)
     form = QFormLayout()
     image = QComboBox()
-    image.setToolTip("2D grayscale or RGB image layer to segment")
+    image.setToolTip("Image layer to segment: grayscale or RGB, 2D or nD (plane by plane)")
     model = QComboBox()
     for name in reversed(list(REGISTRY)):  # vit_b, vit_l, vit_h; item data: what to load
         model.addItem(name, name)
@@ -97,6 +98,9 @@ def build_panel(parent: QWidget) -> Panel:
     commit, clear = QPushButton("Commit (C)"), QPushButton("Clear (Esc)")
     undo, redo = QPushButton("Undo"), QPushButton("Redo")
     export = QPushButton("Export labels…")
+    propagate = QPushButton("Propagate through planes")
+    propagate.setToolTip("Stacks and time series: segment the current object on the next and previous "
+                         "planes too; Commit then writes it through all of them")
     grid = QGridLayout()
     for k, button in enumerate(choose):
         button.setEnabled(False)
@@ -106,6 +110,7 @@ def build_panel(parent: QWidget) -> Panel:
     grid.addWidget(clear, 1, 1)
     grid.addWidget(undo, 2, 0)
     grid.addWidget(redo, 2, 1)
+    grid.addWidget(propagate, 3, 0, 1, 2)
     root.addWidget(polarity)
     root.addLayout(grid)
     root.addWidget(export)
@@ -114,4 +119,4 @@ def build_panel(parent: QWidget) -> Panel:
     root.addWidget(legend)
     root.addStretch(1)
     return Panel(image, model, device, load, cancel, labels, overwrite, polarity, choose,
-                 commit, clear, undo, redo, export, status)
+                 commit, clear, undo, redo, export, status, propagate)

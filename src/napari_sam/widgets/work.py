@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import Embedding, Predictor
+from ..engine import Predictor, VolumeEmbeddings
 from .prompts import DecodePlan
 from .state import Candidate, merge_objects, rank_single
 
@@ -20,11 +20,12 @@ from .state import Candidate, merge_objects, rank_single
 @dataclass(frozen=True)
 class EmbeddingKey:
     """Identity of an embedding: which image layer (a serial number), which version of its
-    data, which model load."""
+    data, which model load, which plane (leading indices of an nD image; ``()`` for 2D)."""
 
     layer_id: int
     data_version: int
     model_token: int
+    plane: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -46,7 +47,7 @@ class LoadedModel:
 class DecodeRequest:
     generation: int
     key: EmbeddingKey
-    embedding: Embedding
+    volume: VolumeEmbeddings
     model: LoadedModel
     plan: DecodePlan
 
@@ -61,9 +62,9 @@ def load(name_or_path: str, device: str) -> Callable:
     return run
 
 
-def embed(model: LoadedModel, image: np.ndarray, contrast_limits: tuple[float, float] | None) -> Callable:
-    """Task function that returns the :class:`~napari_sam.engine.Embedding` of ``image``
-    (``(H, W)`` or ``(H, W, 3)``), reporting one step per encoder block."""
+def embed(model: LoadedModel, volume: VolumeEmbeddings, item: tuple[int, ...]) -> Callable:
+    """Task function that returns the :class:`~napari_sam.engine.Embedding` of ``item`` (a plane
+    and tile of ``volume``), reporting one step per encoder block."""
     steps = model.encoder_steps()
 
     def run(report, cancelled):
@@ -74,21 +75,34 @@ def embed(model: LoadedModel, image: np.ndarray, contrast_limits: tuple[float, f
             report(min(polls[0], steps), steps)
             return cancelled()
 
-        return model.predictor.compute_embedding(image, contrast_limits, cancel=poll)
+        return volume.embedding(item, cancel=poll)
+
+    return run
+
+
+def prefetch(volume: VolumeEmbeddings, items: list[tuple[int, ...]]) -> Callable:
+    """Task function that embeds ``items`` into ``volume``'s cache (nearest first)."""
+    def run(report, cancelled):
+        todo = [item for item in items if volume.cached(item) is None]
+        for n, item in enumerate(todo):
+            if cancelled():
+                break
+            volume.embedding(item, cancel=cancelled)
+            report(n + 1, len(todo))
+        return len(todo)
 
     return run
 
 
 def decode(request: DecodeRequest) -> list[Candidate]:
-    """Decode ``request.plan`` on ``request.embedding``: candidates best first."""
-    predictor, plan = request.model.predictor, request.plan
+    """Decode ``request.plan`` on the request's plane (embedding it first if it is a tile
+    not yet embedded): candidates best first, placed by their window's offset."""
+    vol, plan, plane = request.volume, request.plan, request.key.plane
     with request.model.lock:
-        current = predictor.embedding
-        if current is None or current.features is not request.embedding.features:
-            predictor.set_embedding(request.embedding)
         if plan.several_objects:
-            pred = predictor.predict_boxes(plan.boxes, multimask=False)
-            return [merge_objects(pred.masks[:, 0], pred.scores[:, 0])]
-        pred = predictor.predict(points=plan.points, labels=plan.labels, box=plan.box,
-                                 mask_input=plan.mask_input, multimask=plan.multimask)
-    return rank_single(pred.masks, pred.scores, pred.logits)
+            out = vol.predict_boxes(plane, plan.boxes)
+            return [merge_objects(out.prediction.masks[:, 0], out.prediction.scores[:, 0], out.offset)]
+        out = vol.predict(plane, points=plan.points, labels=plan.labels, box=plan.box,
+                          mask_input=plan.mask_input, multimask=plan.multimask)
+    pred = out.prediction
+    return rank_single(pred.masks, pred.scores, pred.logits, out.offset)

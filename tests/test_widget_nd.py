@@ -1,0 +1,188 @@
+"""The widget on nD images: stacks plane by plane, prefetch, slider safety, propagation,
+3D export, large tiled planes and precomputed embedding stores (random-weight tiny SAM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from napari.components import ViewerModel
+
+from napari_sam.embedding_cli import main as embed_main
+from napari_sam.io import read_labels_tiff
+from napari_sam.widgets import SamWidget
+
+
+def with_role(viewer, role):
+    return [lay for lay in viewer.layers if lay.metadata.get("napari_sam", {}).get("role") == role]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(5, 96, 128) uint16: a bright disc drifting through z on a noisy background."""
+    rng = np.random.default_rng(11)
+    rr, cc = np.mgrid[:96, :128]
+    data = rng.integers(0, 400, (5, 96, 128)).astype(np.uint16)
+    for z in range(5):
+        data[z][(rr - 48) ** 2 + (cc - 50 - 3 * z) ** 2 < 22**2] += 3000
+    return data
+
+
+@pytest.fixture()
+def viewer():
+    return ViewerModel()
+
+
+@pytest.fixture()
+def widget(qtbot, viewer):
+    w = SamWidget(viewer)
+    qtbot.addWidget(w)
+    yield w
+    w.cancel()
+    assert w.wait_idle(120)
+
+
+def add_point(viewer, row, col):
+    (points,) = with_role(viewer, "points")
+    points.add([[row, col]])
+
+
+def go_to(viewer, z):
+    step = list(viewer.dims.current_step)
+    step[0] = z
+    viewer.dims.current_step = tuple(step)
+
+
+@pytest.fixture()
+def ready(viewer, widget, stack, tiny_checkpoint):
+    viewer.add_image(stack, name="stack")
+    go_to(viewer, 2)
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(120)
+    assert widget.embedding is not None, widget.status_text
+    return widget
+
+
+def test_stack_is_embedded_plane_by_plane_with_prefetch(ready, stack):
+    w = ready
+    key, emb = w.embedding
+    assert key.plane == (2,) and emb.original_size == (96, 128)
+    vol = w.planes.volume
+    expected = w.model.predictor.compute_embedding(stack[2], vol.contrast_limits)
+    assert torch.equal(emb.features, expected.features)
+    assert all(vol.cached((z, 0, 0)) is not None for z in range(5))  # neighbours prefetched (radius 2)
+
+
+def test_annotate_commit_undo_export_3d(ready, viewer, stack, tmp_path):
+    w = ready
+    add_point(viewer, 48, 56)
+    assert w.wait_idle(60)
+    cands = with_role(viewer, "candidate")
+    assert len(cands) == 3 and all(c.data.shape == (96, 128) for c in cands)
+    chosen = next(c for c in cands if c.metadata["napari_sam"]["index"] == w.annotation.object.chosen)
+    mask = chosen.data > 0
+    assert w.commit()
+    (labels,) = with_role(viewer, "labels")
+    assert labels.data.shape == (5, 96, 128)
+    assert np.array_equal(labels.data[2] > 0, mask) and not labels.data[[0, 1, 3, 4]].any()
+    go_to(viewer, 4)
+    assert w.wait_idle(60) and w.embedding[0].plane == (4,)
+    add_point(viewer, 40, 60)
+    assert w.wait_idle(60) and w.commit()
+    assert set(np.unique(labels.data[4])) - {0} == {2} and labels.data[2].max() == 1
+    assert w.undo() and not labels.data[4].any() and labels.data[2].any()
+    assert w.redo() and labels.data[4].max() == 2
+    out = w.export_labels(tmp_path / "stack_labels.tif")
+    back, _ = read_labels_tiff(out)
+    assert back.shape == (5, 96, 128) and np.array_equal(back, labels.data)
+
+
+def test_slider_move_during_embedding_never_applies_to_the_wrong_plane(ready, viewer, stack):
+    w = ready
+    w.planes.prefetch_radius = 0
+    w.planes.volume.cache.clear()
+    go_to(viewer, 0)  # starts embedding plane 0 ...
+    go_to(viewer, 3)  # ... and moves on before it finishes
+    assert w.wait_idle(120)
+    key, emb = w.embedding
+    assert key.plane == (3,)
+    expected = w.model.predictor.compute_embedding(stack[3], w.planes.volume.contrast_limits)
+    assert torch.equal(emb.features, expected.features)
+    add_point(viewer, 48, 56)
+    assert w.wait_idle(60)
+    go_to(viewer, 1)  # candidates of plane 3 never show on plane 1
+    assert not with_role(viewer, "candidate")
+    assert not len(with_role(viewer, "points")[0].data)
+
+
+def test_propagate_then_commit_one_id_through_planes(ready, viewer):
+    w = ready
+    w.planes.propagation = {"min_score": -1e9, "min_overlap": 0.0, "min_area": 0}
+    assert not w.propagate()  # nothing to propagate yet: a message, no traceback
+    assert "Propagate needs one object" in w.status_text
+    add_point(viewer, 48, 56)
+    assert w.wait_idle(60)
+    assert w.propagate()
+    assert w.wait_idle(120)
+    (prop,) = with_role(viewer, "propagated")
+    planes = w.annotation.propagated
+    assert set(planes) == {(z,) for z in range(5)}
+    assert "Propagated through 5 planes" in w.status_text
+    assert w.commit()
+    (labels,) = with_role(viewer, "labels")
+    for (z,), mask in planes.items():
+        assert np.array_equal(labels.data[z] == 1, mask)
+    assert set(np.unique(labels.data)) <= {0, 1}
+    assert not with_role(viewer, "propagated")
+    assert w.undo() and not labels.data.any()
+
+
+def test_large_plane_is_tiled_and_embedded_where_clicked(viewer, widget, tiny_checkpoint):
+    rng = np.random.default_rng(12)
+    image = rng.integers(0, 255, (2200, 300), dtype=np.uint8)
+    viewer.add_image(image, name="tall")
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(60)
+    vol = widget.planes.volume
+    assert vol.layout is not None and vol.index_shape == (3, 1)
+    assert "tiles are embedded where you click" in widget.status_text
+    assert not vol.cache.keys()  # nothing embedded before a prompt
+    add_point(viewer, 1500, 150)
+    assert widget.wait_idle(60)
+    assert vol.cache.keys() == [(1, 0)]
+    cands = with_role(viewer, "candidate")
+    assert len(cands) == 3
+    r0 = vol.window((1, 0))[0]
+    assert cands[0].translate[0] == pytest.approx(r0) and cands[0].data.shape == (1024 + 2 * 128, 300)
+    chosen = widget.annotation.object.chosen_candidate
+    assert widget.commit()
+    (labels,) = with_role(viewer, "labels")
+    assert labels.data.shape == (2200, 300)
+    assert np.array_equal(labels.data[r0:r0 + chosen.mask.shape[0]] > 0, chosen.mask > 0)
+    assert not labels.data[:r0].any()
+
+
+def test_reuses_a_precomputed_store(viewer, widget, stack, tiny_checkpoint, tmp_path):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack)
+    store = tmp_path / "stack.zarr"
+    lo, hi = float(stack.min()), float(stack.max())
+    assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu",
+                       "--contrast-limits", str(lo), str(hi)]) == 0
+    layer = viewer.add_image(stack, name="stack", contrast_limits=(lo, hi))
+    widget.planes.prefetch_radius = 0
+    widget.open_embedding_store(store)
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(60) and widget.embedding is not None
+    calls = []
+    widget.model.predictor.compute_embedding = lambda *a, **k: calls.append(1)  # must not be needed
+    go_to(viewer, 3)
+    assert widget.wait_idle(60) and widget.embedding[0].plane == (3,)
+    assert calls == [] and widget.embedding[1].original_size == (96, 128)
+    layer.contrast_limits = (0.0, 1000.0)  # another normalisation: the store no longer fits
+    widget.planes.open_store(store)
+    layer.events.data()  # a new data version re-embeds
+    assert widget.wait_idle(60)
+    assert "other pixels or another normalisation" in widget.status_text
