@@ -12,7 +12,7 @@ from napari_sam.engine import postprocess as pp
 from napari_sam.engine.preprocess import Geometry
 
 SHAPES = [(1024, 1024), (4096, 4096), (300, 400), (2000, 3000), (3001, 1500), (5000, 700),
-          (1024, 4096), (5000, 3), (3, 5000), (1500, 1500), (777, 2049)]
+          (1024, 4096), (5000, 3), (3, 5000), (1500, 1500), (777, 2049), (1, 5000)]
 
 
 def smooth_logits(seed: int, noise: float, p: int = 2) -> torch.Tensor:

@@ -113,7 +113,8 @@ class Predictor:
                 raise Cancelled("embedding cancelled")
 
         check()
-        hooks = [b.register_forward_pre_hook(check) for b in self.model.image_encoder.blocks] if cancel else []
+        blocks = self.model.image_encoder.blocks if cancel and self._encoder is None else []  # compiled: no hooks
+        hooks = [b.register_forward_pre_hook(check) for b in blocks]
         try:
             features = self._embed(x)
         finally:

@@ -64,9 +64,10 @@ def rescale_to_uint8(image: np.ndarray, limits: tuple[float, float] | None) -> n
 
 
 def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
-    """Shape ``(h, w)`` with the longest side ``longest`` and the aspect ratio kept."""
+    """Shape ``(h, w)`` with the longest side ``longest`` and the aspect ratio kept (at least
+    one pixel: the reference rounds a 1 x 5000 image to 0 rows and fails)."""
     scale = longest / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

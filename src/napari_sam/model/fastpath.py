@@ -17,6 +17,7 @@ again to go back to fp32.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import nn
@@ -42,10 +43,15 @@ def prepare_encoder(encoder: nn.Module, precision: str) -> nn.Module:
             if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 mod.to(torch.bfloat16)
     elif precision == "int8":
-        from torch.ao.quantization import quantize_dynamic
-
-        for block in encoder.blocks:
-            quantize_dynamic(block, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError as exc:  # deprecated in torch 2.x, to move to torchao
+            raise RuntimeError("precision 'int8' needs torch.ao.quantization.quantize_dynamic, "
+                               "which this PyTorch does not have") from exc
+        with warnings.catch_warnings():  # its deprecation notices, once per layer
+            warnings.simplefilter("ignore")
+            for block in encoder.blocks:
+                quantize_dynamic(block, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return encoder
 
 
