@@ -35,9 +35,9 @@ def embed_gates(monkeypatch):
     result of a stale job does arrive, and must be dropped)."""
     gates, original = Gates(), work.embed
 
-    def gated(model, image, limits):
-        run, event = original(model, image, limits), threading.Event()
-        gates.jobs.append((image.shape, event))
+    def gated(model, volume, item):
+        run, event = original(model, volume, item), threading.Event()
+        gates.jobs.append((volume.plane_shape, event))
 
         def body(report, cancelled):
             assert event.wait(30)

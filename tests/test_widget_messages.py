@@ -99,10 +99,10 @@ def test_removing_the_labels_layer_keeps_undo_safe(ready, viewer):
     assert not ready.undo() and "Nothing to undo" in ready.status_text
 
 
-def test_nd_image_gets_a_clear_message(viewer, widget, warnings):
-    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="stack")
+def test_multiscale_image_gets_a_clear_message(viewer, widget, warnings):
+    viewer.add_image([np.zeros((64, 64), np.uint8), np.zeros((32, 32), np.uint8)], multiscale=True, name="pyramid")
     assert widget.wait_idle(10)
-    assert "only 2D" in widget.status_text and warnings
+    assert "multiscale" in widget.status_text and warnings
     assert not with_role(viewer, "points")
 
 
