@@ -6,15 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from napari.components import ViewerModel
 
 from napari_sam.embedding_cli import main as embed_main
 from napari_sam.io import read_labels_tiff
-from napari_sam.widgets import SamWidget
 
-
-def with_role(viewer, role):
-    return [lay for lay in viewer.layers if lay.metadata.get("napari_sam", {}).get("role") == role]
+from test_widget import viewer, widget, with_role  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +22,6 @@ def stack():
     for z in range(5):
         data[z][(rr - 48) ** 2 + (cc - 50 - 3 * z) ** 2 < 22**2] += 3000
     return data
-
-
-@pytest.fixture()
-def viewer():
-    return ViewerModel()
-
-
-@pytest.fixture()
-def widget(qtbot, viewer):
-    w = SamWidget(viewer)
-    qtbot.addWidget(w)
-    yield w
-    w.cancel()
-    assert w.wait_idle(120)
 
 
 def add_point(viewer, row, col):
