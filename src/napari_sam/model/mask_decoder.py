@@ -16,6 +16,14 @@ from torch import nn
 from .common import ChannelLayerNorm, FeedForward, StackedLinear
 
 
+def shared_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b``; when both are broadcast along the batch (stride 0), computed once and
+    broadcast again (the image side is the same for every prompt until prompts touch it)."""
+    if a.stride(0) == 0 and b.stride(0) == 0:
+        return (a[:1] + b[:1]).expand_as(a)
+    return a + b
+
+
 class TokenAttention(nn.Module):
     """Multi-head attention with separate q/k/v projections to ``dim // downsample``."""
 
@@ -37,6 +45,54 @@ class TokenAttention(nn.Module):
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def _head_weights(self, proj: nn.Linear) -> torch.Tensor:
+        """``proj``'s weight ``(inner, D)`` as ``(heads, c, D)``."""
+        inner, dim = proj.weight.shape
+        return proj.weight.view(self.heads, inner // self.heads, dim)
+
+    def tokens_to_image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward` for few queries ``q (B, Nq, D)`` over many keys
+        ``k, v (B, Nk, D)`` (prompt tokens attending to image tokens), without projecting
+        the ``Nk`` keys and values: the query is taken through ``k_proj``'s weight instead
+        (``q Wk^T k^T``; the key bias only adds a per-query constant, which softmax ignores),
+        and values are projected after the weighted sum (the weights sum to one). Batch
+        entries of ``k``/``v`` that are broadcast (stride 0) are computed once."""
+        b, nq, dim = q.shape
+        qh = self.split(self.q_proj(q))                                   # (B, n, Nq, c)
+        qk = torch.einsum("bnqc,ncd->bnqd", qh, self._head_weights(self.k_proj))
+        qk = qk * qh.shape[-1] ** -0.5
+        if k.stride(0) == 0 and v.stride(0) == 0:                         # one image for all prompts
+            rows, k, v = qk.reshape(1, -1, dim), k[:1], v[:1]
+        else:
+            rows = qk.reshape(b, -1, dim)                                 # heads folded into rows
+        attn = torch.softmax(rows @ k.transpose(1, 2), dim=-1)            # (B|1, n * Nq, Nk)
+        ctx = (attn @ v).view(b, self.heads, nq, dim)                     # (B, n, Nq, D)
+        out = torch.einsum("bnqd,ncd->bnqc", ctx, self._head_weights(self.v_proj))
+        out = out + self.v_proj.bias.view(self.heads, 1, -1)
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
+
+    def image_to_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward` for many queries ``q (B, Nq, D)`` (image tokens) over few
+        keys ``k, v (B, Nk, D)``, without projecting the ``Nq`` queries in and out: the keys
+        are taken through ``q_proj``'s weight (``q Wq^T k_h^T``) and the values through
+        ``out_proj``'s weight before the weighted sum."""
+        b, nq, dim = q.shape
+        kh = self.split(self.k_proj(k))                                   # (B, n, Nk, c)
+        vh = self.split(self.v_proj(v))
+        c = kh.shape[-1]
+        keys = torch.einsum("ncd,bnkc->bdnk", self._head_weights(self.q_proj), kh) * c ** -0.5
+        key_bias = torch.einsum("nc,bnkc->bnk", self.q_proj.bias.view(self.heads, c), kh) * c ** -0.5
+        nk = kh.shape[2]
+        if q.stride(0) == 0:                                              # one image for all prompts
+            scores = (q[0] @ keys.permute(1, 0, 2, 3).reshape(dim, -1)).view(nq, b, -1).transpose(0, 1)
+        else:
+            scores = q @ keys.reshape(b, dim, -1)                         # (B, Nq, n * Nk)
+        scores = scores.view(b, nq, self.heads, nk) + key_bias[:, None]
+        attn = torch.softmax(scores, dim=-1).view(b, nq, -1)
+        wo = self.out_proj.weight.view(dim, self.heads, c)
+        values = torch.einsum("bnkc,dnc->bnkd", vh, wo).reshape(b, -1, dim)  # (B, n * Nk, D)
+        return attn @ values + self.out_proj.bias
 
 
 class TwoWayBlock(nn.Module):
@@ -61,11 +117,11 @@ class TwoWayBlock(nn.Module):
             t = tokens + token_pe
             tokens = tokens + self.self_attn(t, t, tokens)
         tokens = self.norm1(tokens)
-        t, i = tokens + token_pe, image + image_pe
-        tokens = self.norm2(tokens + self.cross_attn_token_to_image(t, i, image))
+        t, i = tokens + token_pe, shared_add(image, image_pe)
+        tokens = self.norm2(tokens + self.cross_attn_token_to_image.tokens_to_image(t, i, image))
         tokens = self.norm3(tokens + self.mlp(tokens))
         t = tokens + token_pe
-        image = self.norm4(image + self.cross_attn_image_to_token(i, t, tokens))
+        image = self.norm4(image + self.cross_attn_image_to_token.image_to_tokens(i, t, tokens))
         return tokens, image
 
 
@@ -86,7 +142,7 @@ class TwoWayTransformer(nn.Module):
         token_pe = tokens
         for layer in self.layers:
             tokens, image = layer(tokens, image, token_pe, image_pe)
-        attn = self.final_attn_token_to_image(tokens + token_pe, image + image_pe, image)
+        attn = self.final_attn_token_to_image.tokens_to_image(tokens + token_pe, image + image_pe, image)
         return self.norm_final_attn(tokens + attn), image
 
 
@@ -130,7 +186,7 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([out_tokens.expand(prompts, -1, -1), sparse], dim=1)
         if image_embeddings.shape[0] != prompts:
             image_embeddings = image_embeddings.expand(prompts, -1, -1, -1)
-        src = image_embeddings + dense
+        src = shared_add(image_embeddings, dense)
         pos = image_pe.expand(prompts, -1, -1, -1)
         b, c, h, w = src.shape
         tokens, src = self.transformer(src, pos, tokens)
