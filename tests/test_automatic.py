@@ -108,8 +108,10 @@ def match(ours: list[dict], theirs: list[dict]) -> dict[str, float]:
         if not (np.isnan(s1) and np.isnan(s2)):  # an empty mask has stability 0/0 in both
             worst["stability"] = max(worst["stability"], abs(s1 - s2))
             # stability is a ratio of pixel counts at logits +-1: a pixel whose logit sits within
-            # float noise of +-1 may count on one side only; allow two such pixels
-            assert abs(s1 - s2) <= 1e-4 + 2 / max(ref["area"], 1), (i, s1, s2, ref["area"])
+            # float noise of +-1 may count on one side only. coherent_state() scales the mask
+            # logits by 1000, which scales that noise (~1e-6 relative) to ~1e-3 logit units:
+            # allow eight such pixels
+            assert abs(s1 - s2) <= 1e-4 + 8 / max(ref["area"], 1), (i, s1, s2, ref["area"])
         if mine["segmentation"].any():  # conventions: reference XYWH inclusive, (x, y) points
             x, y, w, h = ref["bbox"]  # borderline pixels (|logit| ~ 1e-5) may flip
             assert np.abs(np.subtract(mine["bbox"], [y, x, y + h + 1, x + w + 1])).max() <= 2
