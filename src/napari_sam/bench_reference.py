@@ -5,8 +5,9 @@ box NMS (its automatic mask generator). PyPI's torchvision wheels do not import 
 CPU-only torch, so when the real torchvision is missing :func:`load_reference` installs a small
 stand-in module: ``resize`` and ``to_pil_image`` do what torchvision does for PIL images
 (``PIL.Image.resize(..., BILINEAR)``, ``Image.fromarray``); ``box_area`` and ``batched_nms``
-are textbook greedy NMS per category (the same stand-in as ``tests/reference.py``, which is
-checked against the real torchvision there).
+are textbook greedy NMS per category. The tests use the same module as their oracle and
+``tests/test_reference_shim.py`` checks the stand-in against the real torchvision where it
+imports.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thresh: float) -> torch.Tensor:
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                 iou_threshold: float) -> torch.Tensor:  # torchvision's names: the reference passes the keyword
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
     boxes = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]
@@ -40,7 +42,7 @@ def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, 
     for i in range(len(boxes)):
         if not suppressed[i]:
             keep.append(i)
-            suppressed |= iou[i] > thresh
+            suppressed |= iou[i] > iou_threshold
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
@@ -61,6 +63,15 @@ def _install_stand_in() -> None:
     mods["torchvision.ops"].boxes = mods["torchvision.ops.boxes"]
     mods["torchvision"].__stand_in__ = True
     sys.modules.update(mods)
+
+
+def real_torchvision_available() -> bool:
+    """True if the real torchvision imports (not our stand-in)."""
+    try:
+        import torchvision
+    except Exception:
+        return False
+    return not getattr(torchvision, "__stand_in__", False)
 
 
 def load_reference():
