@@ -130,11 +130,15 @@ def highlight(layer: Labels, chosen: bool) -> None:
     layer.blending = "translucent"
 
 
-def make_labels(image: Image, labels_shape: tuple[int, ...], name: str = "SAM labels") -> Labels:
-    """An empty uint32 committed-labels layer of ``labels_shape`` (the image's shape without
-    colour), placed like the image in all its dimensions."""
+def make_labels(image: Image, labels_shape: tuple[int, ...], name: str = "SAM labels",
+                data: np.ndarray | None = None) -> Labels:
+    """A committed-labels layer of ``labels_shape`` (the image's shape without colour), placed
+    like the image in all its dimensions: empty uint32 unless ``data`` (that shape) is given."""
     n = len(labels_shape)
-    return Labels(np.zeros(labels_shape, np.uint32), name=name, metadata={KEY: {"role": "labels"}},
+    data = np.zeros(labels_shape, np.uint32) if data is None else data
+    if data.shape != tuple(labels_shape):
+        raise ValueError(f"labels data of shape {data.shape}, expected {tuple(labels_shape)}")
+    return Labels(data, name=name, metadata={KEY: {"role": "labels"}},
                   scale=tuple(image.scale[-n:]), translate=tuple(image.translate[-n:]))
 
 

@@ -24,6 +24,7 @@ from ..weights import DownloadCancelled
 from . import layers as L
 from . import work
 from .annotation import Annotation
+from .everything import Everything
 from .jobs import LatestWins, Task, TaskRunner
 from .links import Links
 from .planes import Planes
@@ -36,7 +37,7 @@ _SERIALS = count(1)
 class SamWidget(QWidget):
     """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
     :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
-    :meth:`export_labels`, :meth:`wait_idle`."""
+    :meth:`export_labels`, :meth:`segment_everything`, :meth:`wait_idle`."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -59,6 +60,7 @@ class SamWidget(QWidget):
         self.listen, self.defer = self.links.listen, self.links.defer
         self.annotation = Annotation(self)
         self.planes = Planes(self)
+        self.everything = Everything(self)
         self._wire()
         self._refresh_choices()
         if self.image is None:
@@ -106,7 +108,7 @@ class SamWidget(QWidget):
 
     def _busy_changed(self) -> None:
         self.ui.cancel.setEnabled(any(r.current is not None for r in (
-            self._loader, self._embedder, self.planes.propagator)))
+            self._loader, self._embedder, self.planes.propagator, self.everything.runner)))
 
     # --- choosers --------------------------------------------------------------------
     def _refresh_choices(self, event=None) -> None:
@@ -332,8 +334,8 @@ class SamWidget(QWidget):
     def cancel(self) -> None:
         """Stop loading/embedding; the partial work is discarded."""
         self.planes.prefetcher.cancel()
-        stopped = [t for t in (self._loader.cancel(), self._embedder.cancel(), self.planes.propagator.cancel())
-                   if t is not None]
+        stopped = [t for t in (self._loader.cancel(), self._embedder.cancel(), self.planes.propagator.cancel(),
+                               self.everything.runner.cancel()) if t is not None]
         if stopped:
             self.message(f"{stopped[-1].label} cancelled.")
         self._busy_changed()
@@ -383,6 +385,11 @@ class SamWidget(QWidget):
     def redo(self) -> bool:
         return self.annotation.redo()
 
+    def segment_everything(self, **params) -> bool:
+        """Find all objects on the plane on screen into a new ``SAM everything`` labels layer
+        (background; ``generate_masks`` keywords override the panel's). False if impossible."""
+        return self.everything.start(**params)
+
     def export_labels(self, path) -> Path | None:
         """Write the committed labels to a TIFF at ``path``; None (and a message) if nothing."""
         return self.annotation.export(path)
@@ -395,7 +402,7 @@ class SamWidget(QWidget):
     @property
     def busy(self) -> bool:
         return (bool(self.links.pending) or self._loader.busy or self._embedder.busy or self._decoder.busy
-                or self.planes.busy)
+                or self.planes.busy or self.everything.runner.busy)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
@@ -415,6 +422,7 @@ class SamWidget(QWidget):
         self._loader.cancel()
         self._embedder.cancel()
         self.planes.cancel()
+        self.everything.runner.cancel()
         super().closeEvent(event)
 
     def warn_soon(self, text: str) -> None:

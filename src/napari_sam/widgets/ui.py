@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+    QToolButton, QVBoxLayout, QWidget,
 )
 
 from ..weights import REGISTRY
@@ -35,6 +37,79 @@ def available_devices() -> list[str]:
 
 
 @dataclass
+class EverythingPanel:
+    """*Segment everything*: the button, and its parameters in a section shown by ``toggle``.
+    ``points`` 0 means auto (16 per side on a CPU, 32 on a GPU)."""
+
+    run: QPushButton
+    toggle: QToolButton
+    options: QWidget
+    points: QSpinBox
+    iou: QDoubleSpinBox
+    stability: QDoubleSpinBox
+    nms: QDoubleSpinBox
+    crops: QSpinBox
+    min_area: QSpinBox
+
+    def values(self) -> dict:
+        """The parameters as :func:`napari_sam.engine.generate_masks` keywords (points 0: auto)."""
+        return {"points_per_side": self.points.value(), "pred_iou_thresh": self.iou.value(),
+                "stability_score_thresh": self.stability.value(), "box_nms_thresh": self.nms.value(),
+                "crop_n_layers": self.crops.value(), "min_mask_region_area": self.min_area.value()}
+
+
+def _spin(cls, lo, hi, value, tip: str, step=None):
+    box = cls()
+    box.setRange(lo, hi)
+    if step is not None:
+        box.setDecimals(2)
+        box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+def build_everything(root: QVBoxLayout) -> EverythingPanel:
+    """The *Segment everything* row and its collapsible parameter section, added to ``root``."""
+    run = QPushButton("Segment everything")
+    run.setToolTip("Find all objects on the plane on screen (a grid of point prompts) into a new "
+                   "labels layer 'SAM everything'; committed labels are not touched")
+    toggle = QToolButton()
+    toggle.setText("Options")
+    toggle.setCheckable(True)
+    toggle.setArrowType(Qt.RightArrow)
+    toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+    row = QHBoxLayout()
+    row.addWidget(run, 1)
+    row.addWidget(toggle)
+    options = QWidget()
+    form = QFormLayout(options)
+    form.setContentsMargins(0, 0, 0, 0)
+    points = _spin(QSpinBox, 0, 128, 0, "Grid of points per side (0 = auto: 16 on a CPU, 32 on a GPU; "
+                   "the 32x32 grid takes minutes on a CPU)")
+    points.setSpecialValueText("auto (16 CPU / 32 GPU)")
+    iou = _spin(QDoubleSpinBox, -1.0, 1.0, 0.88, "Keep masks with predicted IoU above this", 0.01)
+    stability = _spin(QDoubleSpinBox, 0.0, 1.0, 0.95, "Keep masks at least this stable (0 = off)", 0.01)
+    nms = _spin(QDoubleSpinBox, 0.0, 1.0, 0.7, "Drop masks whose box overlaps a better one more "
+                "than this (1 = keep duplicates)", 0.05)
+    crops = _spin(QSpinBox, 0, 3, 0, "Layers of overlapping crops for small objects (each re-embeds crops: slow)")
+    min_area = _spin(QSpinBox, 0, 1_000_000, 0, "Fill holes and remove islands smaller than this (pixels)")
+    for label, box in (("Points per side", points), ("Pred. IoU threshold", iou), ("Stability threshold",
+                       stability), ("Box NMS threshold", nms), ("Crop layers", crops), ("Min region area", min_area)):
+        form.addRow(label, box)
+    options.setVisible(False)
+
+    def shown(on: bool) -> None:
+        options.setVisible(on)
+        toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
+
+    toggle.toggled.connect(shown)
+    root.addLayout(row)
+    root.addWidget(options)
+    return EverythingPanel(run, toggle, options, points, iou, stability, nms, crops, min_area)
+
+
+@dataclass
 class Panel:
     image: QComboBox
     model: QComboBox
@@ -52,6 +127,7 @@ class Panel:
     export: QPushButton
     status: QLabel
     propagate: QPushButton
+    everything: EverythingPanel
 
 
 def build_panel(parent: QWidget) -> Panel:
@@ -114,9 +190,10 @@ def build_panel(parent: QWidget) -> Panel:
     root.addWidget(polarity)
     root.addLayout(grid)
     root.addWidget(export)
+    everything = build_everything(root)
     legend = QLabel(LEGEND)
     legend.setWordWrap(True)
     root.addWidget(legend)
     root.addStretch(1)
     return Panel(image, model, device, load, cancel, labels, overwrite, polarity, choose,
-                 commit, clear, undo, redo, export, status, propagate)
+                 commit, clear, undo, redo, export, status, propagate, everything)
