@@ -28,7 +28,7 @@ from .preprocess import Geometry
 
 _TINY = 1e-30  # products of weights (>= 0.25 for the larger one) with such values cannot underflow
 _HUGE = 1e30   # and cannot overflow
-MAX_EDGE_FRACTION = 0.04  # above it (noisy logits, e.g. random weights) the plain kernel is faster
+MAX_EDGE_FRACTION = 0.025  # above it (ragged logits, e.g. random weights) the plain kernel is faster
 _MIN_LEAN = 1 << 18  # outputs smaller than this use the kernel directly (it has another path for tiny ones)
 
 
@@ -88,12 +88,22 @@ def masks_from_logits(logits: torch.Tensor, geometry: Geometry, img_size: int,
     if (oh, ow) == (h, w):  # the second resize is the identity (weights 1 and 0)
         out = x > 0
     elif oh * ow <= h * w or oh * ow < _MIN_LEAN:  # no larger than the crop: the kernel is cheap
-        out = F.interpolate(x[:, None], (oh, ow), mode="bilinear", align_corners=False)[:, 0] > 0
+        out = _resize_sign(x, (oh, ow))
     else:
         out = _upsample_sign(x, (oh, ow))
         if out is None:  # ragged logits: evaluating every edge costs more than the kernel
-            out = F.interpolate(x[:, None], (oh, ow), mode="bilinear", align_corners=False)[:, 0] > 0
+            out = _resize_sign(x, (oh, ow))
     return out.reshape(p, k, oh, ow)
+
+
+def _resize_sign(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(M, h, w)`` float -> ``(M, H, W)`` bool ``bilinear(x, size) > 0`` with the kernel, one
+    mask at a time: only one full-size float image exists at once (3 x 4096² floats would be
+    200 MB of fresh memory; one stays in the allocator's reused blocks)."""
+    out = torch.empty(len(x), *size, dtype=torch.bool)
+    for src, dst in zip(x, out):
+        torch.gt(F.interpolate(src[None, None], size, mode="bilinear", align_corners=False)[0, 0], 0, out=dst)
+    return out
 
 
 def _upsample_sign(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:

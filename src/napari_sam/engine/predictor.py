@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
+from .allocator import keep_freed_memory, release_freed_memory
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, resize_rgb, to_rgb_uint8
 
@@ -76,6 +77,7 @@ class Predictor:
         the model's image encoder in place. ``compile=True`` wraps the encoder in
         ``torch.compile`` (slow first call; ``cancel`` is then polled only before a run)."""
         self.device = resolve_device(device)
+        keep_freed_memory()  # no page faults on the encoder's and decoder's reused buffers
         self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
         prepare_encoder(self.model.image_encoder, self.precision)
@@ -120,6 +122,7 @@ class Predictor:
         finally:
             for hook in hooks:
                 hook.remove()
+            release_freed_memory()
         return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
 
     def compute_embeddings(
@@ -151,6 +154,7 @@ class Predictor:
                 for j, f in zip(idx, features):
                     g = prepared[j][0]
                     out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name)
+        release_freed_memory()
         return out  # type: ignore[return-value]
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

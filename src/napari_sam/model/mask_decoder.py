@@ -24,6 +24,14 @@ def shared_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b
 
 
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, D, H, W)`` -> contiguous tokens ``(B, H*W, D)``; a batch broadcast along its first
+    axis (stride 0) is converted once and broadcast again."""
+    if x.stride(0) == 0:
+        return x[:1].flatten(2).transpose(1, 2).contiguous().expand(x.shape[0], -1, -1)
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
 class TokenAttention(nn.Module):
     """Multi-head attention with separate q/k/v projections to ``dim // downsample``."""
 
@@ -76,23 +84,23 @@ class TokenAttention(nn.Module):
         """Same as :meth:`forward` for many queries ``q (B, Nq, D)`` (image tokens) over few
         keys ``k, v (B, Nk, D)``, without projecting the ``Nq`` queries in and out: the keys
         are taken through ``q_proj``'s weight (``q Wq^T k_h^T``) and the values through
-        ``out_proj``'s weight before the weighted sum."""
+        ``out_proj``'s weight before the weighted sum. Scores are laid out ``(B, n, Nk, Nq)``
+        so that the softmax over the few keys runs along a long contiguous axis."""
         b, nq, dim = q.shape
         kh = self.split(self.k_proj(k))                                   # (B, n, Nk, c)
         vh = self.split(self.v_proj(v))
-        c = kh.shape[-1]
-        keys = torch.einsum("ncd,bnkc->bdnk", self._head_weights(self.q_proj), kh) * c ** -0.5
-        key_bias = torch.einsum("nc,bnkc->bnk", self.q_proj.bias.view(self.heads, c), kh) * c ** -0.5
-        nk = kh.shape[2]
+        n, nk, c = kh.shape[1:]
+        scale = c ** -0.5
+        keys = torch.einsum("ncd,bnkc->bnkd", self._head_weights(self.q_proj), kh).reshape(b, n * nk, dim)
+        key_bias = torch.einsum("nc,bnkc->bnk", self.q_proj.bias.view(n, c), kh) * scale
         if q.stride(0) == 0:                                              # one image for all prompts
-            scores = (q[0] @ keys.permute(1, 0, 2, 3).reshape(dim, -1)).view(nq, b, -1).transpose(0, 1)
+            scores = (keys.reshape(-1, dim) @ q[0].T).view(b, n, nk, nq)
         else:
-            scores = q @ keys.reshape(b, dim, -1)                         # (B, Nq, n * Nk)
-        scores = scores.view(b, nq, self.heads, nk) + key_bias[:, None]
-        attn = torch.softmax(scores, dim=-1).view(b, nq, -1)
-        wo = self.out_proj.weight.view(dim, self.heads, c)
-        values = torch.einsum("bnkc,dnc->bnkd", vh, wo).reshape(b, -1, dim)  # (B, n * Nk, D)
-        return attn @ values + self.out_proj.bias
+            scores = (keys @ q.transpose(1, 2)).view(b, n, nk, nq)
+        scores = torch.addcmul(key_bias[..., None], scores, scores.new_tensor(scale))
+        attn = torch.softmax(scores, dim=2).view(b, n * nk, nq)
+        values = torch.einsum("bnkc,dnc->bnkd", vh, self.out_proj.weight.view(dim, n, c)).reshape(b, n * nk, dim)
+        return torch.baddbmm(self.out_proj.bias, attn.transpose(1, 2), values)  # (B, Nq, D)
 
 
 class TwoWayBlock(nn.Module):
@@ -137,8 +145,7 @@ class TwoWayTransformer(nn.Module):
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor):
         """``image``/``image_pe`` ``(B, D, H, W)``, ``tokens`` ``(B, N, D)`` ->
         updated tokens ``(B, N, D)`` and image tokens ``(B, H*W, D)``."""
-        image = image.flatten(2).transpose(1, 2)
-        image_pe = image_pe.flatten(2).transpose(1, 2)
+        image, image_pe = to_tokens(image), to_tokens(image_pe)
         token_pe = tokens
         for layer in self.layers:
             tokens, image = layer(tokens, image, token_pe, image_pe)
@@ -173,14 +180,15 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, iou = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
         keep = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, keep], iou[:, keep]
+        masks, iou = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, keep
+        )
+        return masks, iou[:, keep]
 
-    def predict_masks(self, image_embeddings, image_pe, sparse, dense):
-        """All ``num_mask_tokens`` masks and IoU predictions (token 0 is the single-mask one)."""
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense, keep: slice = slice(None)):
+        """The masks of mask tokens ``keep`` (default all ``num_mask_tokens``; token 0 is the
+        single-mask one) and the IoU predictions of all tokens."""
         prompts = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([out_tokens.expand(prompts, -1, -1), sparse], dim=1)
@@ -192,10 +200,31 @@ class MaskDecoder(nn.Module):
         tokens, src = self.transformer(src, pos, tokens)
         iou_out = tokens[:, 0]
         mask_out = tokens[:, 1 : 1 + self.num_mask_tokens]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        hyper = torch.stack(
-            [mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, h, w = upscaled.shape
-        masks = (hyper @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_out)
+        mlps = list(enumerate(self.output_hypernetworks_mlps))[keep]
+        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in mlps], dim=1)
+        return self.upscale_masks(src, hyper, h, w), self.iou_prediction_head(iou_out)
+
+    def upscale_masks(self, image: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Image tokens ``(B, h*w, D)`` and hypernetwork outputs ``(B, M, D/8)`` -> mask logits
+        ``(B, M, 4h, 4w)``.
+
+        ``output_upscaling`` (two stride-2, kernel-2 transposed convolutions) is evaluated as
+        matrix products in channels-last layout: the kernels do not overlap, so each input pixel
+        maps to its own 2x2 output block, ``x @ W.reshape(C_in, 2*2*C_out)``. Rows stay in
+        block order ``(i, j, a, b, a', b')`` (output pixel ``(4i+2a+a', 4j+2b+b')``) until the
+        final ``M`` masks are put in raster order. One prompt at a time, so the ``(4h*4w, D/8)``
+        intermediate stays in cache.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        c1, c2 = up1.out_channels, up2.out_channels
+        w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * c1)   # columns (a, b, c)
+        w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, 4 * c2)
+        b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
+        out = []
+        for x, hy in zip(image, hyper):
+            y = torch.addmm(b1, x, w1).view(-1, c1)                               # (h*w*4, c1)
+            y = act1(nn.functional.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+            y = act2(torch.addmm(b2, y, w2)).view(-1, c2)                         # (h*w*16, c2)
+            out.append((hy @ y.T).view(-1, h, w, 2, 2, 2, 2))                     # (M, i, j, a, b, a', b')
+        masks = torch.stack(out).permute(0, 1, 2, 4, 6, 3, 5, 7)                  # (B, M, i, a, a', j, b, b')
+        return masks.reshape(len(out), -1, 4 * h, 4 * w)

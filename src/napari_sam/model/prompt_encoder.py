@@ -68,8 +68,15 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = nn.Embedding(1, dim)
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image-embedding grid, ``(1, D, G, G)``."""
-        return self.pe_layer.grid(*self.image_embedding_size)[None]
+        """Positional encoding of the image-embedding grid, ``(1, D, G, G)``, in channels-last
+        memory (the decoder reads it as ``G*G`` tokens of ``D`` values). Computed once, again
+        only when the Fourier matrix changes (new weights, another device)."""
+        m = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (m.data_ptr(), m._version, m.device, m.dtype)
+        if getattr(self, "_dense_pe", (None,))[0] != key:
+            pe = self.pe_layer.grid(*self.image_embedding_size)[None]
+            self._dense_pe = (key, pe.contiguous(memory_format=torch.channels_last))
+        return self._dense_pe[1]
 
     def embed_points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """``xy (B, N, 2)``, ``labels (B, N)`` -> ``(B, N (+1 if pad), D)``."""

@@ -1,0 +1,63 @@
+"""The decoder's rewritten pieces equal the plain formulas they replace (float tolerance)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_sam.model.mask_decoder import TokenAttention, to_tokens
+
+
+@pytest.fixture()
+def decoder(tiny_model):
+    return tiny_model.mask_decoder
+
+
+def plain_upscale(decoder, image, hyper, h, w):
+    """The textbook path: tokens back to NCHW, the transposed convolutions, then the products."""
+    b = image.shape[0]
+    up = decoder.output_upscaling(image.transpose(1, 2).reshape(b, -1, h, w))
+    return (hyper @ up.flatten(2)).reshape(b, hyper.shape[1], *up.shape[-2:])
+
+
+@torch.no_grad()
+def test_upscale_masks_equals_transposed_convolutions(decoder):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(2, 64 * 64, 256, generator=g)
+    hyper = torch.randn(2, 3, 32, generator=g)
+    ours = decoder.upscale_masks(image, hyper, 64, 64)
+    assert ours.shape == (2, 3, 256, 256)
+    torch.testing.assert_close(ours, plain_upscale(decoder, image, hyper, 64, 64), rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_reassociated_attentions_equal_plain_attention(broadcast):
+    torch.manual_seed(0)
+    attn = TokenAttention(256, 8, downsample=2)
+    image = torch.randn(1 if broadcast else 3, 4096, 256)
+    image = image.expand(3, -1, -1) if broadcast else image
+    tokens = torch.randn(3, 7, 256)
+    torch.testing.assert_close(attn.image_to_tokens(image, tokens, tokens), attn(image, tokens, tokens),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attn.tokens_to_image(tokens, image, image), attn(tokens, image, image),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_to_tokens_converts_broadcast_batches_once():
+    x = torch.randn(1, 8, 4, 5)
+    tokens = to_tokens(x.expand(6, -1, -1, -1))
+    assert tokens.shape == (6, 20, 8) and tokens.stride(0) == 0
+    assert torch.equal(tokens[3], x[0].flatten(1).T)
+    assert to_tokens(torch.randn(2, 8, 4, 5)).is_contiguous()
+
+
+def test_dense_positional_encoding_is_cached_until_the_weights_change(tiny_model):
+    pe = tiny_model.prompt_encoder
+    first = pe.get_dense_pe()
+    assert pe.get_dense_pe() is first and first.shape == (1, 256, 64, 64)
+    with torch.no_grad():
+        pe.pe_layer.positional_encoding_gaussian_matrix.mul_(2)
+    second = pe.get_dense_pe()
+    assert second is not first
+    assert torch.equal(second, pe.pe_layer.grid(64, 64)[None])
