@@ -62,7 +62,8 @@ def test_image(size: int = 1024, seed: int = 0) -> np.ndarray:
 
 class PeakMemory:
     """Peak memory above the starting level inside a ``with`` block, in MiB: CUDA allocator
-    peak on GPUs; resident set size sampled every 2 ms on the CPU (Linux)."""
+    peak on GPUs; resident set size sampled every 2 ms on the CPU (Linux), from a start with
+    the allocator's kept free memory given back."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mib = device, float("nan")
@@ -81,6 +82,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
+            from .engine.allocator import release_freed_memory
+
+            release_freed_memory()  # memory kept for reuse would hide the block's own peak
             self._base = self._peak = self._rss()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
