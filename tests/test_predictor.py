@@ -100,6 +100,8 @@ def test_bad_prompts_are_refused_clearly(predictor):
         predictor.predict(box=[10, 10, 10, 50])
     with pytest.raises(ValueError, match="nothing to segment"):
         predictor.predict()
+    with pytest.raises(ValueError, match="labels given without points"):
+        predictor.predict(labels=[0], box=[10, 10, 40, 50])
 
 
 def test_embedding_can_be_computed_elsewhere_and_set(tiny_model, rgb_image):

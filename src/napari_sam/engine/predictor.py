@@ -196,6 +196,8 @@ class Predictor:
         decodes on that embedding instead of the one set (the predictor's state is unchanged)."""
         emb = self._require_embedding(embedding)
         pts = None
+        if labels is not None and np.asarray(labels).size and (points is None or not np.asarray(points).size):
+            raise ValueError("labels given without points: pass the points they label")
         if points is not None and np.asarray(points).size:
             points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
             labels = np.ones(len(points), np.int64) if labels is None else np.asarray(labels).reshape(-1)
