@@ -143,6 +143,17 @@ def test_parity_filters_off(predictor, state, image, record_property):
     assert ((fractions > 0.001) & (fractions < 0.5)).sum() > 20, "masks are trivial: test proves little"
 
 
+def test_parity_plain_random_weights_filters_off(tiny_state, image, record_property):
+    """The issue's own setting: unedited random weights, filters off, 8x8 grid -> 192 masks."""
+    model = build_sam("vit_tiny_test")
+    model.load_state_dict(tiny_state)
+    plain = Predictor(model, "cpu")
+    plain.set_image(image)
+    ours, theirs = run_both(plain, tiny_state, image, points_per_side=8, **OFF)
+    assert len(theirs) == 192
+    check(match(ours, theirs), record_property)
+
+
 def test_parity_defaults(predictor, state, image, record_property):
     ours, theirs = run_both(predictor, state, image, points_per_side=5)
     assert 5 <= len(theirs) < 75 // 2, len(theirs)  # the filters do something, but not everything
