@@ -176,3 +176,61 @@ def test_load_model_from_path(tiny_checkpoint, rgb_image):
 def test_load_model_refuses_nonsense(tmp_path):
     with pytest.raises(ValueError, match="neither a model name"):
         weights.load_model(tmp_path / "nothing.pth")
+
+
+def test_fetch_accepts_the_path_of_an_existing_pth(tmp_path, monkeypatch):
+    (tmp_path / "my model.pth").write_bytes(b"anything: not hashed, not copied")
+    monkeypatch.chdir(tmp_path)
+    assert fetch("my model.pth") == tmp_path.resolve() / "my model.pth"  # relative, resolved
+    assert fetch(tmp_path / "my model.pth") == tmp_path.resolve() / "my model.pth"  # PathLike
+    assert files_in(weights.cache_dir()) == []  # nothing downloaded or stamped
+    with pytest.raises(ValueError, match="existing .pth"):  # a missing path is not a name either
+        fetch(tmp_path / "missing.pth")
+
+
+def _read_only(folder: Path):
+    """Make ``folder`` read-only; False where that has no effect (root ignores modes)."""
+    folder.chmod(0o555)
+    probe = folder / ".probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return True
+    probe.unlink()
+    folder.chmod(0o755)
+    return False
+
+
+def test_file_placed_by_hand_in_a_read_only_folder():
+    info = WeightsInfo("test", closed_port_url(), SHA, len(PAYLOAD))
+    folder = weights.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sam_test.pth").write_bytes(PAYLOAD)
+    if not _read_only(folder):
+        pytest.skip("folder permissions are not enforced for this user (root)")
+    try:
+        assert fetch(info) == folder / "sam_test.pth"  # no PermissionError from the stamp
+        assert fetch(info) == folder / "sam_test.pth"  # hashed again, still fine
+        assert files_in(folder) == ["sam_test.pth"]  # no stamp could be written
+    finally:
+        folder.chmod(0o755)
+    assert fetch(info) == folder / "sam_test.pth"  # writable again: the stamp is written now
+    assert files_in(folder) == ["sam_test.pth", "sam_test.pth.verified"]
+
+
+def test_stamp_write_failure_is_not_fatal(monkeypatch):
+    """The same as above where chmod cannot stop the writer (root): the stamp write fails."""
+    info = WeightsInfo("test", closed_port_url(), SHA, len(PAYLOAD))
+    folder = weights.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sam_test.pth").write_bytes(PAYLOAD)
+    real = Path.write_text
+
+    def refuse(self, *args, **kwargs):
+        if self.name.endswith(".verified"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert fetch(info) == folder / "sam_test.pth"
+    assert files_in(folder) == ["sam_test.pth"]

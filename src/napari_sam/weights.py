@@ -90,7 +90,10 @@ def is_verified(path: Path, sha256: str) -> bool:
         return True
     if sha256_of(path) != sha256:
         return False
-    stamp.write_text(expected)
+    try:  # best effort: in a read-only folder the file is simply hashed again next time
+        stamp.write_text(expected)
+    except OSError:
+        pass
     return True
 
 
@@ -145,7 +148,7 @@ def _unavailable(info: WeightsInfo, folder: Path, reason: str) -> WeightsUnavail
 
 
 def fetch(
-    name: str | WeightsInfo,
+    name: str | os.PathLike | WeightsInfo,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Path:
@@ -153,10 +156,18 @@ def fetch(
     it first if needed. ``progress(done_bytes, total_bytes)`` is called during the download;
     ``cancel()`` returning True aborts it (:class:`DownloadCancelled`). Raises
     :class:`WeightsUnavailableError` on any failure; no partial file is left behind.
+
+    A path to an existing file (a ``.pth`` placed anywhere) is accepted instead of a name,
+    like everywhere a model name is: it is returned resolved, as is (no hash to check).
     """
-    info = name if isinstance(name, WeightsInfo) else REGISTRY.get(name)
+    if not isinstance(name, WeightsInfo):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path.resolve()
+    info = name if isinstance(name, WeightsInfo) else REGISTRY.get(str(name))
     if info is None:
-        raise ValueError(f"unknown checkpoint {name!r}; known: {', '.join(REGISTRY)}")
+        raise ValueError(f"unknown checkpoint {str(name)!r}; known: {', '.join(REGISTRY)} "
+                         "(or the path of an existing .pth file)")
     folder = cache_dir()
     target = folder / info.filename
     if is_verified(target, info.sha256):
