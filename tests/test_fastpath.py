@@ -3,6 +3,8 @@ batched embedding. (GPU timings are benchmarks, not tests.)"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,20 @@ def test_resolve_precision():
         resolve_precision("fp8", cpu)
     with pytest.raises(ValueError, match="CPU only"):
         resolve_precision("int8", torch.device("cuda"))
+
+
+def test_bf16_on_a_cpu_without_bf16_units_warns(monkeypatch):
+    from napari_sam.model import fastpath
+
+    monkeypatch.setattr(fastpath, "cpu_has_bf16_units", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no bf16 instructions"):
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(fastpath, "cpu_has_bf16_units", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.undo()
+    assert fastpath.cpu_has_bf16_units() in (True, False, None)
 
 
 def test_channel_layer_norm_upcasts_half_inputs():

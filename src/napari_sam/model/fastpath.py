@@ -1,7 +1,8 @@
 """Encoder precision modes: exact fp32, bf16 (GPU fast path), int8 dynamic quantization (CPU).
 
 ``fp32``: the reference-exact path, the default on CPU (and MPS).
-``bf16``: the default on CUDA with bf16 support. The encoder's Linear/Conv weights are stored
+``bf16``: the default on CUDA with bf16 support, opt-in on CPUs with bf16 instructions (AVX512-BF16,
+    AMX). The encoder's Linear/Conv weights are stored
     in bf16 (half the memory) and it runs under ``torch.autocast(bfloat16)``: matmuls, SDPA and
     convolutions in bf16 with fp32 accumulation, LayerNorms and the residual stream in fp32.
     Accuracy vs fp32 on random weights: see ``docs/performance.md`` (tests demand embedding
@@ -33,7 +34,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "int8" and device.type != "cpu":
         raise ValueError("precision 'int8' (dynamic quantization) runs on the CPU only")
+    if precision == "bf16" and device.type == "cpu" and cpu_has_bf16_units() is False:
+        warnings.warn("this CPU has no bf16 instructions (AVX512-BF16/AMX): precision 'bf16' is "
+                      "emulated and several times slower than 'fp32' here", RuntimeWarning, stacklevel=3)
     return precision
+
+
+def cpu_has_bf16_units() -> bool | None:
+    """Whether the CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16); None if unknown
+    (not Linux). With them, bf16 roughly halves the CPU encoder's time (docs/performance.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return bool(flags) and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def prepare_encoder(encoder: nn.Module, precision: str) -> nn.Module:
