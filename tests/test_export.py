@@ -82,3 +82,29 @@ def test_writer_is_found_through_the_manifest(tmp_path):
                          plugin_name="napari-sam-annotator")
     assert written and np.array_equal(tifffile.imread(written[0]), labels)
     assert tifffile.imread(written[0]).dtype == np.uint8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_exported_file_gets_the_umask_mode_before_the_rename(tmp_path, monkeypatch, umask):
+    """Not mkstemp's private 0600: what a plain open() gives, already when the file appears."""
+    import os
+
+    from napari_sam.io import files
+
+    at_rename = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        at_rename.append(os.stat(src).st_mode & 0o777)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    old = os.umask(umask)
+    try:
+        path = write_labels_tiff(tmp_path / "l.tif", np.ones((4, 4), np.uint8))
+        (npe2,) = write_labels(str(tmp_path / "w"), np.ones((4, 4), np.uint8), {})
+    finally:
+        os.umask(old)
+    assert at_rename == [0o666 & ~umask] * 2
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert os.stat(npe2).st_mode & 0o777 == 0o666 & ~umask

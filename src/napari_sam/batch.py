@@ -100,42 +100,12 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
     return labels, total
 
 
-_UMASK_LOCK = threading.Lock()
-
-
-def _default_mode() -> int:
-    """``0o666`` less the process umask: what a plain ``open()`` would have given."""
-    with _UMASK_LOCK:
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Atomic TIFF write (temporary file in the same folder, then rename). The file gets the
-    usual permissions (temporary files are created private), so others sharing the output
-    folder can read it."""
-    try:
-        from .io.tiff import write_labels_tiff
-    except ImportError:  # the writer of the io package is optional here
-        write_labels_tiff = None
-    if write_labels_tiff is not None:
-        write_labels_tiff(path, labels)
-        os.chmod(path, _default_mode())
-        return
-    import tempfile
+    """Atomic TIFF write (temporary file in the same folder, then rename) with the usual
+    permissions, so others sharing the output folder can read it (see :mod:`napari_sam.io`)."""
+    from .io import write_labels_tiff
 
-    import tifffile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, labels, compression="zlib")
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_labels_tiff(path, labels)
 
 
 def segment_file(src: str, dst: str, model: str, device: str, params: dict,

@@ -1,5 +1,7 @@
 """File input/output without Qt: labels to TIFF (also the npe2 writer)."""
 
+from .files import atomic_path, default_file_mode
 from .tiff import read_labels_tiff, smallest_uint_dtype, write_labels, write_labels_tiff
 
-__all__ = ["read_labels_tiff", "smallest_uint_dtype", "write_labels", "write_labels_tiff"]
+__all__ = ["atomic_path", "default_file_mode", "read_labels_tiff", "smallest_uint_dtype", "write_labels",
+           "write_labels_tiff"]

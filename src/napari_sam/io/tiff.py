@@ -9,12 +9,13 @@ scale and unit are also stored as JSON in the image description (``tifffile`` sh
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import atomic_path
 
 _UNIT_TO_CM = {"micrometer": 1e-4, "micron": 1e-4, "um": 1e-4, "µm": 1e-4,
                "nanometer": 1e-7, "nm": 1e-7, "millimeter": 0.1, "mm": 0.1,
@@ -61,6 +62,7 @@ def _resolution(scale: Sequence[float] | None, unit: str | None) -> dict[str, An
 def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
                       unit: str | None = None) -> Path:
     """Write ``labels`` to ``path`` atomically (temporary file in the same folder, then rename).
+    The file gets the usual permissions (``0666`` less the umask), not the temporary's ``0600``.
 
     The dtype is the smallest unsigned type that holds the largest id. Returns the path.
     A failed write leaves any existing file at ``path`` untouched and no temporary behind.
@@ -74,14 +76,8 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         meta["scale"] = [float(s) for s in scale]
     if unit:
         meta["unit"] = str(unit)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, metadata=meta, compression="zlib", **_resolution(scale, unit))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
