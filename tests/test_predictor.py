@@ -162,3 +162,22 @@ def test_engine_imports_without_qt_or_napari():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reversed_or_non_finite_contrast_limits_are_refused(tiny_model):
+    img = np.array([[0.0, 50.0], [100.0, 75.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"reversed: \(100, 0\)"):
+        to_rgb_uint8(img, contrast_limits=(100, 0))  # used to give a black image
+    with pytest.raises(ValueError, match="reversed"):
+        to_rgb_uint8(img.astype(np.uint8), contrast_limits=(200, 10))  # uint8 with limits too
+    with pytest.raises(ValueError, match="finite"):
+        to_rgb_uint8(img, contrast_limits=(0, np.nan))
+    with pytest.raises(ValueError, match="reversed"):
+        Predictor(tiny_model, device="cpu").set_image(img, contrast_limits=(100, 0))
+
+
+def test_equal_contrast_limits_give_a_black_image():
+    """low == high is not an error (a constant image has no range): everything maps to 0."""
+    img = np.array([[0.0, 50.0], [100.0, 75.0]], dtype=np.float32)
+    assert not to_rgb_uint8(img, contrast_limits=(50, 50)).any()
+    assert not to_rgb_uint8(np.full((3, 3), 42, np.uint16)).any()  # default limits of a flat image

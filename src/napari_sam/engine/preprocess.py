@@ -17,7 +17,8 @@ def to_rgb_uint8(image: np.ndarray, contrast_limits: tuple[float, float] | None 
     ``image`` is ``(H, W)`` (grayscale), ``(H, W, 1)`` or ``(H, W, 3)``. uint8 passes
     unchanged unless ``contrast_limits`` are given; other dtypes (and uint8 with limits)
     are mapped linearly from ``contrast_limits`` (default: min-max of the finite values)
-    to 0-255, clipped; NaN becomes 0.
+    to 0-255, clipped; NaN becomes 0. Limits must be finite with ``low <= high``
+    (``ValueError`` otherwise); ``low == high`` (e.g. a constant image) gives a black image.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -54,6 +55,10 @@ def rescale_to_uint8(image: np.ndarray, limits: tuple[float, float] | None) -> n
     if not np.issubdtype(image.dtype, np.number):
         raise TypeError(f"image dtype {image.dtype} is not numeric")
     lo, hi = robust_limits(image) if limits is None else (float(limits[0]), float(limits[1]))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"contrast limits must be finite numbers, got ({lo}, {hi})")
+    if hi < lo:
+        raise ValueError(f"contrast limits are reversed: ({lo:g}, {hi:g}); give them as (low, high)")
     scaled = image.astype(np.float32)
     scaled -= lo
     scaled *= 255.0 / (hi - lo) if hi > lo else 0.0
