@@ -15,7 +15,8 @@ def test_bench_runs_and_writes_json(tmp_path, capsys):
                        "--batch", "2", "--compare-reference", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     for who in ("ours", "reference"):
-        assert {"embed_s", "embed_cpu_s", "batch_img_s", "decode_1024_ms", "decode_4096_ms"} <= set(res[who])
+        assert {"embed_s", "embed_cpu_s", "batch_img_s", "decode_1024_ms", "decode_4096_ms",
+                "post_smooth_1024_ms", "post_smooth_4096_ms"} <= set(res[who])
     assert res["agreement"]["embedding_rel_err"] < 1e-4
     assert res["agreement"]["mask_iou_1024"] > 0.999 and res["agreement"]["mask_iou_4096"] > 0.999
     assert res["dtype"] == "fp32" and res["command"]

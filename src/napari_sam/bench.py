@@ -238,13 +238,46 @@ def run(args: argparse.Namespace) -> dict:
             exact.set_embedding(Embedding(oracle, (size, size), (1024, 1024), emb.model_name))
             base = exact.predict(point, np.array([1])).masks
             res["agreement"][f"mask_iou_{size}"] = min(iou(a, b) for a, b in zip(pred.masks, base))
+    if ref is not None:
+        postprocess_smooth(res, device, args.decode_repeats)
     res["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return res
 
 
+def smooth_logits(device: torch.device) -> torch.Tensor:
+    """Low-res logits ``(1, 3, 256, 256)`` of three nested discs, smooth like a trained model's
+    (random weights give ragged logits, the worst case for post-processing)."""
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    dist = ((yy - 77) ** 2 + (xx - 102) ** 2).sqrt()
+    return torch.stack([20 - dist * r for r in (0.3, 0.5, 1.0)])[None].to(device)
+
+
+def postprocess_smooth(res: dict, device: torch.device, repeats: int) -> None:
+    """Post-processing alone on smooth masks: ours (lean) vs the straightforward path the
+    reference takes (upsample to 1024², crop, upsample to the image, threshold)."""
+    from .engine.postprocess import masks_from_logits, upscale_logits
+    from .engine.preprocess import Geometry
+
+    logits = smooth_logits(device)
+    for size in (1024, 4096):
+        geometry = Geometry.for_image(size, size, 1024)
+        lean = lambda: masks_from_logits(logits, geometry, 1024)  # noqa: E731
+        plain = lambda: upscale_logits(logits, geometry, 1024) > 0  # noqa: E731
+        assert torch.equal(lean(), plain())
+        t_o, t_r = [], []
+        for _ in range(repeats + 1):
+            t_o.append(timed(lean, device)[0])
+            t_r.append(timed(plain, device)[0])
+        res["ours"][f"post_smooth_{size}_ms"] = 1e3 * statistics.median(t_o[1:])
+        res["reference"][f"post_smooth_{size}_ms"] = 1e3 * statistics.median(t_r[1:])
+
+
 ROWS = [("embed_s", "embedding bs1 (s)"), ("embed_cpu_s", "embedding bs1, process CPU time (s)"), ("batch_img_s", "embedding batched, per image (s)"),
         ("decode_1024_ms", "predict 1 point -> 3 masks, 1024² (ms)"),
-        ("decode_4096_ms", "predict 1 point -> 3 masks, 4096² (ms)"), ("embed_peak_mib", "embedding peak memory (MiB)")]
+        ("decode_4096_ms", "predict 1 point -> 3 masks, 4096² (ms)"),
+        ("post_smooth_1024_ms", "post-processing only, 3 smooth masks, 1024² (ms; ref = straightforward path)"),
+        ("post_smooth_4096_ms", "post-processing only, 3 smooth masks, 4096² (ms; ref = straightforward path)"),
+        ("embed_peak_mib", "embedding peak memory (MiB)")]
 
 
 def table(res: dict) -> str:
