@@ -61,3 +61,19 @@ def test_dense_positional_encoding_is_cached_until_the_weights_change(tiny_model
     second = pe.get_dense_pe()
     assert second is not first
     assert torch.equal(second, pe.pe_layer.grid(64, 64)[None])
+
+
+@torch.no_grad()
+def test_cpu_chunks_equal_one_batch(decoder, tiny_model, monkeypatch):
+    """Prompts decoded in CPU chunks give the batch's results; a single dense prompt (batch 1)
+    is shared by every chunk."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 256, 64, 64, generator=g)
+    sparse = torch.randn(11, 2, 256, generator=g)
+    dense = torch.randn(1, 256, 64, 64, generator=g)
+    pe = tiny_model.prompt_encoder.get_dense_pe()
+    chunked = decoder(features, pe, sparse, dense, True)
+    monkeypatch.setattr(type(decoder), "cpu_chunk", 64)
+    whole = decoder(features, pe, sparse, dense, True)
+    assert chunked[0].shape == (11, 3, 256, 256) and chunked[1].shape == (11, 3)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)

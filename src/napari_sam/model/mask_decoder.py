@@ -190,10 +190,8 @@ class MaskDecoder(nn.Module):
         parts = []
         for i in range(0, prompts, max(1, step)):
             sl = slice(i, i + step)
-            parts.append(self.predict_masks(
-                image_embeddings if image_embeddings.shape[0] == 1 else image_embeddings[sl], image_pe,
-                sparse_prompt_embeddings[sl], dense_prompt_embeddings[sl], keep,
-            ))
+            image, dense = (t if t.shape[0] == 1 else t[sl] for t in (image_embeddings, dense_prompt_embeddings))
+            parts.append(self.predict_masks(image, image_pe, sparse_prompt_embeddings[sl], dense, keep))
         if len(parts) == 1:
             return parts[0][0], parts[0][1][:, keep]
         return torch.cat([m for m, _ in parts]), torch.cat([q for _, q in parts])[:, keep]
