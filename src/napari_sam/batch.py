@@ -122,6 +122,9 @@ def segment_file(src: str, dst: str, model: str, device: str, params: dict,
         image = read_image(Path(src))
         planes_of(image)  # shape check before loading a model
         predictor, record["loaded_model"] = cached_predictor(model, device, torch_threads)
+        import torch
+
+        record["torch_threads"] = torch.get_num_threads()
         labels, count = segment_image(predictor, image, params, log)
         write_labels(Path(dst), labels)
         record.update(status="done", masks=count)
@@ -148,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, default=0, metavar="N",
                        help="start a local dask.distributed cluster with N workers (127.0.0.1 only)")
     where.add_argument("--scheduler", metavar="ADDRESS", help="use an existing cluster, e.g. tcp://host:8786")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--threads-per-worker", type=int, default=None, metavar="T",
+                   help="torch CPU threads per worker. Default: cores // N for the local cluster of "
+                        "--workers N; left as the workers have it with --scheduler; torch's own "
+                        "default in a single process")
     p.add_argument("--worker-threads", action="store_true",
                    help="local workers are threads of this process instead of processes")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
@@ -186,7 +192,7 @@ def output_for(path: Path, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.workers < 0 or args.threads_per_worker < 1:
+    if args.workers < 0 or (args.threads_per_worker is not None and args.threads_per_worker < 1):
         print("error: --workers and --threads-per-worker must be positive", file=sys.stderr)
         return 2
     inputs = collect_inputs(args.inputs)
@@ -208,9 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             jobs.append((str(src), str(dst)))
     total = len(inputs)
-    for rec in records:
-        _report(rec, len(records), total)
+    for n, rec in enumerate(records, 1):
+        _report(rec, n, total)
     started = time.perf_counter()
+    if jobs and args.threads_per_worker and not (args.scheduler or (args.workers and not args.worker_threads)):
+        import torch  # the work runs in this process (threads of it): one setting for all
+
+        torch.set_num_threads(args.threads_per_worker)
     if not jobs:
         pass
     elif args.workers or args.scheduler:
@@ -222,6 +232,28 @@ def main(argv: list[str] | None = None) -> int:
             records.append(rec)
             _report(rec, len(records), total)
     return _summary(records, time.perf_counter() - started)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_torch_threads(args) -> int | None:
+    """Torch threads each worker sets when it loads the model (None: leave it alone).
+
+    An existing cluster (``--scheduler``) keeps its workers' own setting unless
+    ``--threads-per-worker`` is given. The process workers of ``--workers N`` share this
+    machine: ``cores // N`` each unless given. Thread workers (``--worker-threads``) share this
+    process, which :func:`main` sets once instead.
+    """
+    if args.scheduler:
+        return args.threads_per_worker
+    if args.workers and not args.worker_threads:
+        return args.threads_per_worker or max(1, available_cores() // args.workers)
+    return None
 
 
 def _run_distributed(args, jobs, params, done: int, total: int) -> list[dict]:
@@ -244,7 +276,7 @@ def _run_distributed(args, jobs, params, done: int, total: int) -> list[dict]:
         client = Client(cluster)
         where = f"local cluster of {args.workers} {'thread' if args.worker_threads else 'process'} worker(s)"
     print(f"dask: {where}", flush=True)
-    torch_threads = args.threads_per_worker if not args.worker_threads else None
+    torch_threads = worker_torch_threads(args)
     out = []
     try:
         futures = {
