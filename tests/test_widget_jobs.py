@@ -239,3 +239,28 @@ def test_cancel_from_napari_progress_bar(viewer, widget, fake_download, qtbot):
     release.set()
     assert widget.wait_idle(30)
     assert widget.model is None and "cancelled" in widget.status_text
+
+
+def test_progress_bar_cancel_of_a_task_that_finishes_anyway(viewer, widget, monkeypatch, tiny_model, qtbot):
+    """Loading a checkpoint never polls cancel: the task returns normally after the user
+    cancelled it in napari's activity panel. Its result is dropped and the widget says so."""
+    from napari_sam.engine import Predictor
+
+    started, release = threading.Event(), threading.Event()
+
+    def load_model(name, device="auto", progress=None, cancel=None):  # ignores cancel
+        started.set()
+        assert release.wait(30)
+        return Predictor(tiny_model, device="cpu")
+
+    monkeypatch.setattr("napari_sam.weights.load_model", load_model)
+    viewer.add_image(np.zeros((64, 96), np.uint8), name="A")
+    widget.load_model("vit_b", device="cpu")
+    qtbot.waitUntil(started.is_set, timeout=5000)
+    assert widget.ui.cancel.isEnabled() and "downloading vit_b" in widget.status_text
+    widget._loader.current.bar.cancel()  # the Cancel button of napari's activity panel
+    release.set()
+    assert widget.wait_idle(30)
+    assert widget.model is None and widget.embedding is None
+    assert widget.status_text == "downloading vit_b cancelled."
+    assert not widget.ui.cancel.isEnabled() and widget._loader.current is None

@@ -16,6 +16,8 @@ from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from qtpy.QtCore import QObject, QThreadPool, Signal
 
+from ..engine import Cancelled
+
 MIN_POOL_THREADS = 4  # load/embed + a cancelled one still finishing + decoding
 
 
@@ -46,7 +48,9 @@ class _Relay(QObject):
 class TaskRunner:
     """Runs one current task at a time; starting another cancels and discards the old one.
 
-    ``on_progress(task, done, total)`` is called for the current task only.
+    ``on_progress(task, done, total)`` is called for the current task only. A task cancelled
+    from its napari progress bar always ends in ``on_error(task, Cancelled)``, even when it
+    finishes normally (its result is dropped) or fails for another reason.
     """
 
     def __init__(self, on_progress: Callable[[Task, int, int], None]) -> None:
@@ -73,7 +77,7 @@ class TaskRunner:
 
         worker = create_worker(body, _start_thread=False, _ignore_errors=True)
         task.worker = worker
-        worker.returned.connect(lambda result: self._returned(task, result, on_result))
+        worker.returned.connect(lambda result: self._returned(task, result, on_result, on_error))
         worker.errored.connect(lambda exc: self._errored(task, exc, on_error))
         worker.finished.connect(lambda: self._finished(task))
         self.current = task
@@ -99,16 +103,22 @@ class TaskRunner:
             except RuntimeError:  # a progress view of a closed napari window; the status line still works
                 pass
 
-    def _returned(self, task: Task, result: Any, on_result) -> None:
-        if task is self.current and not task.cancelled():
-            self.current = None
-            self._close_bar(task)
+    def _returned(self, task: Task, result: Any, on_result, on_error) -> None:
+        if task is not self.current:  # replaced or cancelled through cancel(): dropped
+            return
+        self.current = None
+        self._close_bar(task)
+        if task.cancelled():  # cancelled from the progress bar, finished anyway: dropped, said so
+            on_error(task, Cancelled(f"{task.label} cancelled"))
+        else:
             on_result(task, result)
 
     def _errored(self, task: Task, exc: BaseException, on_error) -> None:
         if task is self.current:  # errors of cancelled/replaced tasks are expected: dropped
             self.current = None
             self._close_bar(task)
+            if task.cancelled() and not isinstance(exc, Cancelled):  # a cancelled task ends cancelled
+                exc = Cancelled(f"{task.label} cancelled")
             on_error(task, exc)
 
     def _finished(self, task: Task) -> None:
