@@ -224,6 +224,26 @@ def test_negative_points_by_toggle_and_ctrl_click(ready, viewer, monkeypatch):
     assert pts.features["positive"].tolist()[-1] is False
 
 
+def test_right_click_adds_a_negative_point(ready, viewer, monkeypatch):
+    w = ready
+    pts = points_layer(viewer)
+    calls = []
+    original = w.model.predictor.predict
+    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+
+    class RightClick:
+        button, modifiers = 2, ()
+
+    assert w.annotation.positive  # plain clicks add positive points
+    pts.add([[80, 100]])
+    w.annotation._press(pts, RightClick())  # right-click in add mode: the next point is negative
+    pts.add([[60, 60]])
+    pts.add([[90, 95]])  # and only that one
+    assert pts.features["positive"].tolist() == [True, False, True]
+    assert w.wait_idle(60)
+    assert calls[-1]["labels"].tolist() == [1, 0, 1]
+    assert w.annotation.positive
+
 def test_several_boxes_are_several_objects(ready, viewer):
     w = ready
     boxes = boxes_layer(viewer)

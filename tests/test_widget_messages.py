@@ -142,3 +142,12 @@ def test_rgba_image_is_embedded_without_alpha(viewer, widget, rgb_image, tiny_ch
     assert widget.wait_idle(60)
     assert widget.embedding is not None and widget.embedding[1].original_size == (300, 400)
     assert boxes_layer(viewer).mode == "add_rectangle"
+
+
+def test_export_with_nothing_committed_says_so(ready, viewer, tmp_path, warnings):
+    """Image and model ready, a candidate shown but nothing committed: a message, no file."""
+    points_layer(viewer).add([[80, 100]])
+    assert ready.wait_idle(60) and len(candidates(viewer)) == 3
+    assert ready.export_labels(tmp_path / "labels.tif") is None
+    assert "Nothing to export" in ready.status_text and any("Nothing to export" in w for w in warnings)
+    assert list(tmp_path.iterdir()) == []
