@@ -8,7 +8,8 @@ import tifffile
 import torch
 
 from napari_sam.embedding_cli import guess_rgb, main
-from napari_sam.engine import EmbeddingStore, Predictor, VolumeEmbeddings
+from napari_sam.engine import ChannelComposite, EmbeddingStore, Predictor, VolumeEmbeddings
+from napari_sam.engine.store import Normalisation
 
 
 @pytest.fixture()
@@ -27,6 +28,8 @@ def test_embed_stack_resumes_and_is_reused(stack_tif, tiny_checkpoint, tmp_path,
     assert main(args) == 0
     store = EmbeddingStore(out)
     assert store.done_mask().shape == (3, 1, 1) and store.done_mask().all()
+    limits = (float(data.min()), float(data.max()))  # default normalisation, recorded for readers
+    assert store.info.normalisation == Normalisation(False, limits)
     saved = store.get((1, 0, 0)).features.clone()
 
     # Simulate an interruption: plane 1 was never finished.
@@ -70,6 +73,33 @@ def test_embed_refuses_mismatched_store_and_bad_input(stack_tif, tiny_checkpoint
     assert "other pixels" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.tif"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
     assert "no such image" in capsys.readouterr().err
+
+
+def test_embed_one_channel_or_channels_as_rgb(tmp_path, tiny_checkpoint, tiny_model, capsys):
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 4000, (2, 3, 40, 50), dtype=np.uint16)  # (Z, C, Y, X)
+    path = tmp_path / "cells.npy"
+    np.save(path, data)
+    base = [str(path), "--model", str(tiny_checkpoint), "--device", "cpu", "--channel-axis", "1"]
+    assert main(base + ["--out", str(tmp_path / "c2.zarr"), "--channel", "2"]) == 0
+    store = EmbeddingStore(tmp_path / "c2.zarr")
+    assert store.info.index_shape == (2, 1, 1)
+    assert store.info.normalisation == Normalisation(False, (float(data[:, 2].min()), float(data[:, 2].max())))
+    predictor = Predictor(tiny_model, "cpu")
+    direct = predictor.compute_embedding(data[1, 2], store.info.normalisation.contrast_limits)
+    assert torch.allclose(store.get((1, 0, 0)).features, direct.features)
+
+    assert main(base + ["--out", str(tmp_path / "rgb.zarr"), "--channel", "rgb"]) == 0
+    store = EmbeddingStore(tmp_path / "rgb.zarr")
+    assert store.info.normalisation == Normalisation(True, None)
+    direct = predictor.compute_embedding(ChannelComposite(data, 1)[0])
+    assert torch.allclose(store.get((0, 0, 0)).features, direct.features)
+
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "bad.zarr"), "--channel", "red"]) == 2
+    assert "channel number or 'rgb'" in capsys.readouterr().err
+    assert main(base[:-1] + ["2", "--out", str(tmp_path / "bad.zarr")]) == 2
+    assert "not a leading axis" in capsys.readouterr().err
 
 
 def test_guess_rgb():

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine import Cancelled, Predictor
+from napari_sam.engine import Cancelled, ChannelComposite, ChannelSlice, Predictor, StoreInfo
 from napari_sam.engine.cache import EmbeddingCache
-from napari_sam.engine.predictor import Embedding
+from napari_sam.engine.predictor import Embedding, Prediction
+from napari_sam.engine.preprocess import rescale_to_uint8
 from napari_sam.engine.propagate import PropagationStep, PropagationStop, bounding_box, interior_point, propagate
-from napari_sam.engine.store import EmbeddingStore, StoreMismatch
+from napari_sam.engine.store import FORMAT, EmbeddingStore, Normalisation, StoreMismatch
 from napari_sam.engine.tiling import TileLayout, choose_layout
 from napari_sam.engine.volume import VolumeEmbeddings
 
@@ -197,3 +198,124 @@ def test_prompt_helpers():
     assert bounding_box(np.zeros((5, 5), bool)) is None
     r, c = interior_point(mask)[0]
     assert 17 <= r <= 22 and 27 <= c <= 42 and mask[int(r), int(c)]
+
+
+def test_store_records_normalisation_and_a_reader_adopts_it(predictor, stack, tmp_path):
+    path = tmp_path / "emb.zarr"
+    made = VolumeEmbeddings(stack, predictor)  # default limits: the stack's range
+    made.attach_store(path)
+    made.precompute()
+    limits = (float(stack.min()), float(stack.max()))
+    assert EmbeddingStore(path).info.normalisation == Normalisation(False, limits)
+    before = predictor.embedded
+
+    shown = VolumeEmbeddings(stack, predictor, contrast_limits=(100, 2000))  # e.g. a layer's display limits
+    with pytest.raises(StoreMismatch, match="other pixels"):  # without adopting: refused
+        shown.attach_store(path, create=False)
+    shown.attach_store(path, create=False, adopt=True)
+    assert shown.adopted_limits and shown.contrast_limits == limits
+    assert torch.equal(shown.embedding((2, 0, 0)).features, made.embedding((2, 0, 0)).features)
+    assert predictor.embedded == before  # read, not computed
+
+    changed = stack.copy()
+    changed[0, 5, 5] += 1
+    other = VolumeEmbeddings(changed, predictor, contrast_limits=(100, 2000))
+    other.use_store(path)  # what the widget does: opened (and adopted) on first use
+    with pytest.raises(StoreMismatch, match="other pixels"):
+        other.embedding((1, 0, 0))
+    assert other.store is None and not other.adopted_limits and other.contrast_limits == (100, 2000)
+    other.embedding((1, 0, 0))  # goes on without the store, with its own limits
+    assert predictor.embedded == before + 1
+
+
+def test_store_format_is_checked_but_not_the_package_version(predictor, stack, tmp_path):
+    from dataclasses import replace
+
+    path = tmp_path / "emb.zarr"
+    store = VolumeEmbeddings(stack, predictor).attach_store(path)
+    attrs = dict(store.group.attrs["napari_sam"])
+    assert attrs["format"] == FORMAT and attrs["version"]
+    store.group.attrs["napari_sam"] = {**attrs, "version": "999.0"}  # another release, same format
+    again = VolumeEmbeddings(stack, predictor).attach_store(path, create=False)
+    assert again.info.version == "999.0" and again.info.format == FORMAT
+    with pytest.raises(StoreMismatch, match="store format 1, expected 2"):
+        again.check(replace(again.info, format=2))
+    store.group.attrs["napari_sam"] = {**attrs, "format": FORMAT + 1, "version": "999.0"}
+    with pytest.raises(StoreMismatch, match=f"format {FORMAT + 1} .made by napari-sam 999.0.*update napari-sam"):
+        EmbeddingStore(path)
+    with pytest.raises(StoreMismatch, match="format"):
+        VolumeEmbeddings(stack, predictor).attach_store(path)
+    assert isinstance(StoreInfo.from_attrs(attrs), StoreInfo)
+
+
+def test_channel_views_read_lazily_and_compose_rgb(predictor):
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 1000, (3, 2, 40, 50)).astype(np.uint16)
+    data[:, 1] += 5000  # channels with very different ranges
+    one = ChannelSlice(data, 1, 1)
+    assert one.shape == (3, 40, 50) and one.ndim == 3 and one.dtype == np.uint16
+    np.testing.assert_array_equal(one[2], data[2, 1])
+    np.testing.assert_array_equal(one[1, 5:9, ::2], data[1, 1, 5:9, ::2])
+    np.testing.assert_array_equal(one[..., 3], data[:, 1, :, 3])
+    np.testing.assert_array_equal(np.asarray(one), data[:, 1])
+    with pytest.raises(ValueError, match="not a leading axis"):
+        ChannelSlice(data, 2, 0)
+    with pytest.raises(ValueError, match="does not exist"):
+        ChannelSlice(data, 1, 2)
+
+    rgb = ChannelComposite(data, 1, (0, 1))
+    assert rgb.shape == (3, 40, 50, 3) and rgb.dtype == np.uint8
+    lims = [(float(data[:, c].min()), float(data[:, c].max())) for c in (0, 1)]
+    assert rgb.limits == tuple(lims)  # each channel by its own range
+    px = rgb[2]
+    np.testing.assert_array_equal(px[..., 0], rescale_to_uint8(data[2, 0], lims[0]))
+    np.testing.assert_array_equal(px[..., 1], rescale_to_uint8(data[2, 1], lims[1]))
+    assert not px[..., 2].any()  # no third channel: blue stays black
+    np.testing.assert_array_equal(rgb[2, 10:20, :5, 1], px[10:20, :5, 1])
+
+    vol = VolumeEmbeddings(rgb, predictor, rgb=True)
+    assert vol.lead_shape == (3,) and vol.contrast_limits is None
+    assert torch.equal(vol.embedding((2, 0, 0)).features, predictor.compute_embedding(px).features)
+    single = VolumeEmbeddings(one, predictor)
+    assert single.contrast_limits == lims[1]
+
+
+class JumpingPredictor:
+    """Decodes every plane to a confident mask far away from the prompt."""
+
+    def __init__(self):
+        self.boxes = []
+
+    def predict(self, points, labels, box, mask_input, multimask, embedding):
+        self.boxes.append(box)
+        mask = np.zeros((1, 50, 60), bool)
+        mask[0, 35:48, 45:58] = True
+        return Prediction(mask, np.array([0.99], np.float32), np.zeros((1, 256, 256), np.float32))
+
+
+def test_propagation_stops_on_a_jump():
+    mask = np.zeros((50, 60), bool)
+    mask[5:15, 5:20] = True
+    fake = JumpingPredictor()
+    assert list(propagate(fake, lambda i: None, 2, 5, mask)) == [PropagationStop(3, "jump")]
+    np.testing.assert_allclose(fake.boxes[0], bounding_box(mask))  # prompted with the previous mask's box
+    steps = list(propagate(fake, lambda i: None, 2, 5, mask, min_overlap=0.0))  # jumps allowed
+    assert [type(s) for s in steps] == [PropagationStep, PropagationStep] and [s.index for s in steps] == [3, 4]
+
+
+def test_propagation_cancel(predictor, stack):
+    vol = VolumeEmbeddings(stack, predictor)
+    mask = np.zeros((96, 128), bool)
+    mask[30:66, 25:65] = True
+    seen = []
+
+    def embedding_for(z):
+        seen.append(z)
+        return vol.embedding((z, 0, 0))
+
+    steps = propagate(predictor, embedding_for, 0, 4, mask, cancel=lambda: len(seen) >= 2,
+                      min_score=-1e9, min_overlap=0.0, min_area=0)
+    assert [next(steps).index, next(steps).index] == [1, 2]
+    with pytest.raises(Cancelled):
+        next(steps)
+    assert seen == [1, 2]  # plane 3 was never embedded

@@ -1,8 +1,9 @@
 """``napari-sam embed IMAGE --model vit_b --out EMB.zarr``: precompute embeddings to disk.
 
-Works on 2D images, stacks and time series (one embedding per plane) and on large planes
-(by tiles with a halo). Resumable: run it again after an interruption and it computes only
-what is missing. The napari widget reuses the store without recomputing.
+Works on 2D images, stacks and time series (one embedding per plane), on one channel (or
+channels as RGB) of multichannel images, and on large planes (by tiles with a halo).
+Resumable: run it again after an interruption and it computes only what is missing. The
+napari widget reuses the store without recomputing (with the store's contrast limits).
 """
 
 from __future__ import annotations
@@ -56,7 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rgb", dest="rgb", action="store_false", help="last axis is spatial")
     p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="map LO..HI to 0..255 (default: the image's range)")
+    p.add_argument("--channel-axis", type=int, default=None, metavar="K",
+                   help="leading axis that holds channels (default: none, every leading axis is planes)")
+    p.add_argument("--channel", default="0", metavar="C",
+                   help="with --channel-axis: the channel to embed, or 'rgb' for channels 0-2 as RGB")
     return p
+
+
+def select_channel(image, rgb: bool, axis: int | None, channel: str):
+    """``(image, rgb)`` as the widget sees it with the same channel axis and channel."""
+    from .engine import ChannelComposite, ChannelSlice
+
+    if axis is None:
+        return image, rgb
+    n = image.ndim - (3 if rgb else 2)
+    if not 0 <= axis < n:
+        raise ValueError(f"--channel-axis {axis} is not a leading axis of an image of shape {tuple(image.shape)}")
+    if channel.lower() == "rgb":
+        if rgb:
+            raise ValueError("--channel rgb needs a gray multichannel image (this one is RGB already)")
+        return ChannelComposite(image, axis, range(min(3, image.shape[axis]))), True
+    if not channel.isdigit():
+        raise ValueError(f"--channel takes a channel number or 'rgb', got {channel!r}")
+    return ChannelSlice(image, axis, int(channel)), rgb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = open_image(args.image)
         rgb = guess_rgb(image.shape) if args.rgb is None else args.rgb
+        image, rgb = select_channel(image, rgb, args.channel_axis, args.channel)
         predictor = load_model(args.model, device=args.device)
         vol = VolumeEmbeddings(image, predictor, rgb=rgb, contrast_limits=args.contrast_limits,
                                tile=args.tile, halo=args.halo)

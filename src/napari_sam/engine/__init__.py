@@ -4,14 +4,15 @@ from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_devi
 from .preprocess import Geometry, to_rgb_uint8
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
+from .channels import ChannelComposite, ChannelSlice
 from .propagate import PropagationStep, PropagationStop, propagate
-from .store import EmbeddingStore, StoreMismatch
+from .store import EmbeddingStore, StoreInfo, StoreMismatch
 from .tiling import TileLayout
 from .volume import PlanePrediction, VolumeEmbeddings
 
 __all__ = [
-    "Cancelled", "Embedding", "EmbeddingCache", "EmbeddingStore", "Geometry", "PlanePrediction", "Prediction",
-    "Predictor", "PropagationStep", "PropagationStop", "StoreMismatch", "TileLayout", "VolumeEmbeddings",
-    "propagate", "resolve_device", "to_rgb_uint8",
+    "Cancelled", "ChannelComposite", "ChannelSlice", "Embedding", "EmbeddingCache", "EmbeddingStore", "Geometry",
+    "PlanePrediction", "Prediction", "Predictor", "PropagationStep", "PropagationStop", "StoreInfo", "StoreMismatch",
+    "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["generate_masks", "masks_to_labels"]

@@ -29,7 +29,8 @@ class PropagationStep:
 
 @dataclass(frozen=True)
 class PropagationStop:
-    """Why propagation ended before ``index`` (``reason``: score/vanished/jump/end)."""
+    """Why propagation ended early, at plane ``index`` (``reason``: ``"score"``, ``"vanished"``
+    or ``"jump"``). Reaching ``stop`` yields no stop: the steps simply end."""
 
     index: int
     reason: str

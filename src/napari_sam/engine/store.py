@@ -6,12 +6,20 @@ Layout of a store (a zarr v3 group):
 - ``sizes``: int32 ``(*index_shape, 4)``: original ``(H, W)`` and resized input ``(h, w)``;
 - ``done``: bool ``(*index_shape)``, set only after an item's features are written, so an
   interrupted precompute resumes where it stopped;
-- attribute ``napari_sam``: ``signature`` (hash of pixels and normalisation),
-  ``model`` and ``model_fingerprint``, ``layout`` (``index_shape``, ``tile``, ``halo``,
-  ``plane_shape``), ``version`` of this package.
+- attribute ``napari_sam``: ``format`` (of this layout, :data:`FORMAT`), ``signature``
+  (hash of pixels and normalisation), ``normalisation`` (``rgb`` and the ``contrast_limits``
+  the embeddings were computed with, so a reader can adopt them), ``model`` and
+  ``model_fingerprint``, ``layout`` (``index_shape``, ``tile``, ``halo``, ``plane_shape``),
+  ``version`` of the package that made it.
 
 ``index_shape`` is the image's leading (non-spatial) shape followed by the tile grid
 ``(ny, nx)`` (``(1, 1)`` when the plane is not tiled).
+
+Compatibility: a store whose ``format`` is not :data:`FORMAT` (e.g. made by a newer
+napari-sam) is refused on opening, with a message. The package ``version`` is recorded for
+diagnosis only: another version with the same format reads the store, because everything the
+embeddings depend on (pixels, normalisation, model weights, tile layout) is checked itself.
+Stores made before ``normalisation`` was recorded are read too (nothing to adopt then).
 """
 
 from __future__ import annotations
@@ -25,15 +33,28 @@ import torch
 
 from .predictor import Embedding
 
-FORMAT = 1
+FORMAT = 1  # bump when the layout changes in a way older readers would misread
 
 
 class StoreMismatch(ValueError):
-    """The store was made for other pixels, normalisation, model or layout."""
+    """The store was made for other pixels, normalisation, model or layout (or in a format
+    this version cannot read)."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How pixels were mapped to the model's uint8 RGB input: ``rgb`` (colour kept as is) or
+    gray scaled from ``contrast_limits`` (None: uint8 values used as they are)."""
+
+    rgb: bool
+    contrast_limits: tuple[float, float] | None
 
 
 @dataclass(frozen=True)
 class StoreInfo:
+    """What a store holds embeddings of (see the module docstring). ``normalisation`` is None
+    when unknown (stores made before it was recorded); ``format``/``version``: see there."""
+
     signature: str
     model: str
     model_fingerprint: str
@@ -41,24 +62,45 @@ class StoreInfo:
     plane_shape: tuple[int, int]
     tile: int | None
     halo: int | None
+    normalisation: Normalisation | None = None
+    format: int = FORMAT
+    version: str | None = None
 
     def as_attrs(self) -> dict:
         from .. import __version__
 
+        norm = self.normalisation
         return {"format": FORMAT, "signature": self.signature, "model": self.model,
                 "model_fingerprint": self.model_fingerprint, "version": __version__,
+                "normalisation": None if norm is None else {
+                    "rgb": norm.rgb,
+                    "contrast_limits": None if norm.contrast_limits is None else list(norm.contrast_limits)},
                 "layout": {"index_shape": list(self.index_shape), "plane_shape": list(self.plane_shape),
                            "tile": self.tile, "halo": self.halo}}
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> "StoreInfo":
-        lay = attrs["layout"]
+    def from_attrs(cls, attrs: dict, where: object = "the store") -> "StoreInfo":
+        """Parse the ``napari_sam`` attribute; raise :class:`StoreMismatch` for an unknown format."""
+        fmt, version = attrs.get("format"), attrs.get("version")
+        if fmt != FORMAT:
+            from .. import __version__
+
+            raise StoreMismatch(f"{where} is an embedding store of format {fmt!r} (made by napari-sam {version}); "
+                                f"napari-sam {__version__} reads format {FORMAT} only: update napari-sam or "
+                                "compute a new store")
+        lay, norm = attrs["layout"], attrs.get("normalisation")
+        if norm is not None:
+            limits = norm.get("contrast_limits")
+            norm = Normalisation(bool(norm["rgb"]), None if limits is None else tuple(float(v) for v in limits))
         return cls(attrs["signature"], attrs["model"], attrs["model_fingerprint"], tuple(lay["index_shape"]),
-                   tuple(lay["plane_shape"]), lay["tile"], lay["halo"])
+                   tuple(lay["plane_shape"]), lay["tile"], lay["halo"], norm, fmt, version)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """Cheap hash that tells models apart: a few characteristic weight tensors."""
+    """Fingerprint that tells models apart, not a hash of the checkpoint file: a BLAKE2b digest
+    of four characteristic weight tensors (patch embedding, encoder neck, IoU token, positional
+    Gaussian matrix), which differ between any two trainings or random initialisations. Hashing
+    every weight would cost seconds per load (2.5 GB for vit_h) for no practical gain."""
     state = model.state_dict()
     digest = hashlib.blake2b(digest_size=16)
     for key in ("image_encoder.patch_embed.proj.weight", "image_encoder.neck.3.weight",
@@ -92,7 +134,7 @@ class EmbeddingStore:
         attrs = dict(self.group.attrs).get("napari_sam")
         if not attrs:
             raise StoreMismatch(f"{self.path} is a zarr store but not a napari-sam embedding store")
-        self.info = StoreInfo.from_attrs(attrs)
+        self.info = StoreInfo.from_attrs(attrs, self.path)
 
     @classmethod
     def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32") -> "EmbeddingStore":
@@ -117,8 +159,13 @@ class EmbeddingStore:
         return cls.create(path, info, dtype=dtype)
 
     def check(self, expected: StoreInfo) -> None:
-        """Raise :class:`StoreMismatch` with a clear reason if this store does not fit."""
+        """Raise :class:`StoreMismatch` with a clear reason if this store does not fit: format,
+        model and weights, pixels and normalisation (the signature), tile layout. The package
+        version is not compared (see the module docstring)."""
         have = self.info
+        if have.format != expected.format:
+            raise StoreMismatch(f"{self.path} has store format {have.format}, expected {expected.format}; "
+                                "compute a new store")
         if have.model != expected.model or have.model_fingerprint != expected.model_fingerprint:
             raise StoreMismatch(f"{self.path} holds embeddings of model {have.model!r} with other weights "
                                 f"than the model in use ({expected.model!r}); compute a new store")

@@ -10,14 +10,16 @@ zarr-backed images are never loaded whole.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .cache import EmbeddingCache
 from .predictor import Embedding, Prediction, Predictor
-from .store import EmbeddingStore, StoreInfo, image_signature, model_fingerprint
+from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, model_fingerprint
 from .tiling import TileLayout, choose_layout, prompt_extent
 
 SAMPLE_PIXELS = 4_000_000
@@ -69,7 +71,9 @@ class VolumeEmbeddings:
         self.layout: TileLayout | None = choose_layout(self.plane_shape, tile, halo)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.store: EmbeddingStore | None = None
+        self.adopted_limits = False  # True once contrast limits were taken from an attached store
         self._store_to_open = None
+        self._store_lock = threading.Lock()
 
     # --- items -----------------------------------------------------------------------
     @property
@@ -95,26 +99,52 @@ class VolumeEmbeddings:
         return data[..., :3] if self.rgb else data
 
     # --- embeddings ------------------------------------------------------------------
-    def store_info(self) -> StoreInfo:
-        """What a matching on-disk store must hold (hashes all pixels: run in a worker)."""
+    def store_info(self, contrast_limits=...) -> StoreInfo:
+        """What a matching on-disk store must hold (hashes all pixels: run in a worker);
+        ``contrast_limits`` replaces this volume's for the signature."""
+        limits = self.contrast_limits if contrast_limits is ... else contrast_limits
         return StoreInfo(
-            signature=image_signature(self.image, self.rgb, self.contrast_limits),
+            signature=image_signature(self.image, self.rgb, limits),
             model=self.predictor.model_name, model_fingerprint=model_fingerprint(self.predictor.model),
             index_shape=self.index_shape, plane_shape=self.plane_shape,
-            tile=self.layout.tile if self.layout else None, halo=self.layout.halo if self.layout else None)
+            tile=self.layout.tile if self.layout else None, halo=self.layout.halo if self.layout else None,
+            normalisation=Normalisation(self.rgb, None if limits is None else tuple(map(float, limits))))
 
-    def attach_store(self, path, create: bool = True) -> EmbeddingStore:
+    def attach_store(self, path, create: bool = True, adopt: bool = False) -> EmbeddingStore:
         """Use the store at ``path`` (created if missing and ``create``); a store made for
-        other pixels, normalisation, model or layout raises ``StoreMismatch``."""
-        info = self.store_info()
-        self.store = EmbeddingStore.open_or_create(path, info) if create else EmbeddingStore(path)
-        self.store.check(info)
-        return self.store
+        other pixels, normalisation, model or layout, or of an unknown format, raises
+        ``StoreMismatch``. ``adopt``: if the store records other contrast limits than this
+        volume's (e.g. ``napari-sam embed`` defaults vs a layer's display limits), use the
+        store's when the pixels match with them: its embeddings were computed with them, so
+        decoding on them is right (sets :attr:`adopted_limits`). Only before anything was
+        embedded: cached embeddings were computed with this volume's own limits."""
+        if not create or Path(path, "zarr.json").exists():
+            store = EmbeddingStore(path)
+            norm = store.info.normalisation
+            own = None if self.contrast_limits is None else tuple(map(float, self.contrast_limits))
+            if adopt and not self.rgb and norm is not None and not norm.rgb and norm.contrast_limits != own \
+                    and not self.cache.keys():
+                store.check(self.store_info(norm.contrast_limits))
+                self.contrast_limits, self.adopted_limits = norm.contrast_limits, True
+            else:
+                store.check(self.store_info())
+        else:
+            store = EmbeddingStore.create(path, self.store_info())
+        self.store = store
+        return store
 
     def use_store(self, path) -> None:
-        """Open the existing store at ``path`` on the first :meth:`embedding` call (checking it
-        hashes every pixel, so let that happen in a worker thread)."""
+        """Open the existing store at ``path`` on the first :meth:`embedding` call, adopting
+        its contrast limits (see :meth:`attach_store`). Checking it hashes every pixel, so let
+        that happen in a worker thread; if it does not fit, that call raises ``StoreMismatch``
+        and the volume goes on without a store (and with its own contrast limits)."""
         self._store_to_open = path
+
+    def _open_pending_store(self) -> None:
+        with self._store_lock:  # one thread opens it; others wait and then use it
+            path, self._store_to_open = self._store_to_open, None
+            if path is not None:
+                self.attach_store(path, create=False, adopt=True)
 
     def cached(self, item: tuple[int, ...]) -> Embedding | None:
         """The embedding of ``item`` if it is in memory or on disk (never computes)."""
@@ -130,8 +160,7 @@ class VolumeEmbeddings:
         """Embedding of ``item`` (``lead + tile``): from memory, disk, or computed now."""
         item = tuple(int(i) for i in item)
         if self._store_to_open is not None:
-            path, self._store_to_open = self._store_to_open, None
-            self.attach_store(path, create=False)
+            self._open_pending_store()
         if len(item) != len(self.index_shape) or any(not 0 <= i < n for i, n in zip(item, self.index_shape)):
             raise IndexError(f"item {item} outside the index shape {self.index_shape}")
         emb = self.cached(item)
