@@ -144,27 +144,123 @@ def test_large_plane_is_tiled_and_embedded_where_clicked(viewer, widget, tiny_ch
     assert not labels.data[:r0].any()
 
 
-def test_reuses_a_precomputed_store(viewer, widget, stack, tiny_checkpoint, tmp_path):
+@pytest.fixture()
+def count_embeddings(monkeypatch):
+    """Every embedding computed from now on (in any thread) is counted."""
+    from napari_sam.engine import Predictor
+
+    calls = []
+    original = Predictor.compute_embedding
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "compute_embedding", counting)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_reuses_a_store_made_with_cli_defaults(viewer, widget, stack, tiny_checkpoint, tmp_path, dtype,
+                                               count_embeddings, monkeypatch):
+    """`napari-sam embed` with default settings, then the widget opens the store with its
+    button: no plane is embedded again, the store's contrast limits are used (and said)."""
     import tifffile
 
-    path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, stack)
-    store = tmp_path / "stack.zarr"
-    lo, hi = float(stack.min()), float(stack.max())
-    assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu",
-                       "--contrast-limits", str(lo), str(hi)]) == 0
-    layer = viewer.add_image(stack, name="stack", contrast_limits=(lo, hi))
-    widget.planes.prefetch_radius = 0
-    widget.open_embedding_store(store)
+    from napari_sam.engine import EmbeddingStore
+    from napari_sam.widgets import planes as planes_module
+
+    data = (stack // 16).astype(np.uint8) if dtype == "uint8" else stack
+    path, store = tmp_path / "stack.tif", tmp_path / "stack.zarr"
+    tifffile.imwrite(path, data)
+    assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu"]) == 0
+    stored = EmbeddingStore(store).info.normalisation
+    assert stored.contrast_limits == (None if dtype == "uint8" else (float(data.min()), float(data.max())))
+    count_embeddings.clear()
+
+    viewer.add_image(data, name="stack", contrast_limits=(0, 200) if dtype == "uint8" else (100, 2000))
+    monkeypatch.setattr(planes_module.QFileDialog, "getExistingDirectory", lambda *a, **k: "")
+    widget.ui.open_store.click()  # dialog cancelled: nothing opened
+    assert widget.planes.store_path is None
+    monkeypatch.setattr(planes_module.QFileDialog, "getExistingDirectory", lambda *a, **k: str(store))
+    widget.ui.open_store.click()
+    assert widget.planes.store_path == store and "opened for 'stack'" in widget.status_text
     widget.load_model(str(tiny_checkpoint), device="cpu")
-    assert widget.wait_idle(60) and widget.embedding is not None
-    calls = []
-    widget.model.predictor.compute_embedding = lambda *a, **k: calls.append(1)  # must not be needed
-    go_to(viewer, 3)
-    assert widget.wait_idle(60) and widget.embedding[0].plane == (3,)
-    assert calls == [] and widget.embedding[1].original_size == (96, 128)
-    layer.contrast_limits = (0.0, 1000.0)  # another normalisation: the store no longer fits
-    widget.planes.open_store(store)
-    layer.events.data()  # a new data version re-embeds
+    assert widget.wait_idle(60) and widget.embedding is not None, widget.status_text
+    vol = widget.planes.volume
+    assert vol.adopted_limits and vol.contrast_limits == stored.contrast_limits
+    limits = "uint8 values as they are" if dtype == "uint8" else f"contrast limits {data.min()}-{data.max()}"
+    assert f"embeddings from 'stack.zarr'; {limits} (the store's)" in widget.status_text
+    for z in (4, 0, 3):
+        go_to(viewer, z)
+        assert widget.wait_idle(60) and widget.embedding[0].plane == (z,)
+        assert torch.equal(widget.embedding[1].features, EmbeddingStore(store).get((z, 0, 0)).features)
+    add_point(viewer, 48, 56)
+    assert widget.wait_idle(60) and len(with_role(viewer, "candidate")) == 3
+    assert count_embeddings == []  # every plane came from the store (prefetch included)
+
+
+def test_refuses_stores_for_other_pixels_model_or_format(viewer, widget, stack, tiny_checkpoint, tmp_path,
+                                                        count_embeddings):
+    import tifffile
+
+    from napari_sam.engine import EmbeddingStore
+    from napari_sam.model import build_sam, random_state_dict
+
+    path, store = tmp_path / "stack.tif", tmp_path / "stack.zarr"
+    tifffile.imwrite(path, stack)
+    assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu"]) == 0
+    layer = viewer.add_image(stack + 1, name="stack")  # other pixels
+    widget.planes.prefetch_radius = 0
+    assert widget.open_embedding_store(store) is None and widget.planes.store_path == store
+    widget.load_model(str(tiny_checkpoint), device="cpu")
     assert widget.wait_idle(60)
-    assert "other pixels or another normalisation" in widget.status_text
+    assert "failed" in widget.status_text and "was computed for other pixels" in widget.status_text
+    vol = widget.planes.volume
+    assert vol.store is None and not vol.adopted_limits and vol.contrast_limits == tuple(layer.contrast_limits)
+    go_to(viewer, 1)  # the widget goes on without the store, computing the plane
+    assert widget.wait_idle(60) and widget.embedding[0].plane == (1,)
+
+    other = tmp_path / "other.pth"
+    model = build_sam("vit_tiny_test")
+    torch.save(random_state_dict(model, seed=99), other)
+    layer.data = stack  # the right pixels now, but another model
+    widget.load_model(str(other), device="cpu")
+    assert widget.wait_idle(60) and "other weights" in widget.status_text
+
+    group = EmbeddingStore(store).group
+    attrs = dict(group.attrs["napari_sam"])
+    group.attrs["napari_sam"] = {**attrs, "format": 99}
+    widget.open_embedding_store(store)
+    assert "format 99" in widget.status_text and "update napari-sam" in widget.status_text
+    widget.open_embedding_store(tmp_path)  # a folder that is no store
+    assert "Cannot use" in widget.status_text and "no embedding store" in widget.status_text
+
+
+def test_cancel_during_propagation(ready, viewer, qtbot):
+    import threading
+
+    w = ready
+    w.planes.propagation = {"min_score": -1e9, "min_overlap": 0.0, "min_area": 0}
+    add_point(viewer, 48, 56)
+    assert w.wait_idle(60)
+    vol = w.planes.volume
+    gate, calls, original = threading.Event(), [], vol.embedding
+
+    def held(item, cancel=None):  # the first plane waits until the test has pressed Cancel
+        calls.append(item)
+        assert gate.wait(30)
+        return original(item, cancel=cancel)
+
+    vol.embedding = held
+    assert w.propagate() and w.ui.cancel.isEnabled()
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=10_000)
+    w.ui.cancel.click()
+    gate.set()
+    assert w.wait_idle(60)
+    assert "propagating cancelled" in w.status_text and not w.ui.cancel.isEnabled()
+    assert calls == [(3, 0, 0)]  # it stopped at the next plane: never went further, nor backwards
+    assert not with_role(viewer, "propagated") and w.annotation.propagated is None
+    assert w.annotation.object.chosen_candidate is not None  # the object is kept
+    del vol.embedding
+    assert w.propagate() and w.wait_idle(120) and len(w.annotation.propagated) == 5

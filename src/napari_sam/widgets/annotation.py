@@ -306,7 +306,8 @@ class Annotation:
             return False
         try:
             where = {"planes": self.propagated} if self.propagated else \
-                {"at": self.w.current_key().plane if self.w.current_key() else (), "offset": cand.offset}
+                {"at": self.w.planes.labels_at(self.w.current_key().plane) if self.w.current_key() else (),
+                 "offset": cand.offset}
             flat, before, after, ids = paint(data, cand.objects, overwrite=self.w.ui.overwrite.isChecked(), **where)
         except ValueError as exc:
             self.w.message(str(exc), warn=True)
@@ -364,11 +365,14 @@ class Annotation:
             return None
         units = getattr(layer, "units", None)
         unit = str(units[-1]) if units else None
+        data, scale, k = np.asarray(layer.data), tuple(layer.scale), self.w.planes.axes.channel_axis
+        merged = k is not None and data.shape == self.w.labels_shape
+        if merged:  # labels are spatial: one plane per channel position, merged (largest id)
+            data, scale = data.max(axis=k), scale[:k] + scale[k + 1:]
         try:
-            out = write_labels_tiff(path, np.asarray(layer.data), scale=tuple(layer.scale),
-                                    unit=None if unit in (None, "pixel") else unit)
+            out = write_labels_tiff(path, data, scale=scale, unit=None if unit in (None, "pixel") else unit)
         except (OSError, ValueError) as exc:
             self.w.message(f"Export failed: {exc}", warn=True)
             return None
-        self.w.message(f"Exported '{layer.name}' to {out}.")
+        self.w.message(f"Exported '{layer.name}' to {out}{' without the channel axis' if merged else ''}.")
         return out

@@ -18,6 +18,7 @@ import numpy as np
 from ..engine import Predictor, generate_masks, masks_to_labels, to_rgb_uint8
 from . import layers as L
 from .jobs import Task, TaskRunner
+from .state import plane_index
 
 LAYER_NAME = "SAM everything"
 AUTO_POINTS = {"cpu": 16}  # points per side when the spin box says "auto"; other devices: 32
@@ -88,7 +89,7 @@ class Everything:
             w.message("Segment everything found no objects: lower the IoU/stability thresholds.", warn=True)
             return
         data = np.zeros(w.labels_shape, labels.dtype)
-        data[task.key.plane] = labels
+        data[plane_index(w.planes.labels_at(task.key.plane))] = labels  # every channel of the plane
         pick = w.ui.labels.currentText()  # keep the commit target the user had
         layer = L.make_labels(w.image, w.labels_shape, LAYER_NAME, data=data)
         w.viewer.layers.insert(w.viewer.layers.index(w.image) + 1, layer)

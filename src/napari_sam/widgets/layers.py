@@ -14,7 +14,7 @@ import numpy as np
 from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.colormaps import DirectLabelColormap
 
-from .state import Candidate
+from .state import Candidate, plane_index
 
 KEY = "napari_sam"
 POSITIVE, NEGATIVE = "#39ff14", "#ff2d55"
@@ -145,8 +145,8 @@ def make_labels(image: Image, labels_shape: tuple[int, ...], name: str = "SAM la
 def make_propagated(image: Image, labels_shape: tuple[int, ...], planes: dict, name: str) -> Labels:
     """A layer showing one object propagated through planes ``{lead index: (H, W) mask}``."""
     data = np.zeros(labels_shape, np.uint8)
-    for at, mask in planes.items():
-        data[at][mask] = 1
+    for at, mask in planes.items():  # at: leading indices, None for every channel
+        data[plane_index(at)][..., mask] = 1
     n = len(labels_shape)
     return Labels(data, name=name, metadata={KEY: {"role": "propagated"}}, opacity=CHOSEN_OPACITY,
                   colormap=DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0),

@@ -1,28 +1,28 @@
 """The nD side of the widget: the plane on screen, on-demand embeddings, prefetch, propagation.
 
 An image layer is ``(*lead, H, W)`` (``(*lead, H, W, C)`` when RGB). The *plane* is the
-leading index the viewer shows (``()`` for 2D images). Embeddings live in one
-:class:`~napari_sam.engine.VolumeEmbeddings` per (layer, data version, model): computed
-for the plane on screen, prefetched for its neighbours while idle, kept in a bounded LRU
-cache, and read from / written to an on-disk store when one is opened. Large planes are
-tiled: tiles are embedded when a prompt needs them.
+leading index the viewer shows (``()`` for 2D images), without the channel axis when one is
+chosen (see :mod:`.axes`). Embeddings live in one :class:`~napari_sam.engine.VolumeEmbeddings`
+per (layer, data version, model): computed for the plane on screen, prefetched for its
+neighbours along the *through* axis while idle, kept in a bounded LRU cache, and read from /
+written to an on-disk store when one is opened for the image (its contrast limits are then
+adopted). Large planes are tiled: tiles are embedded when a prompt needs them.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from weakref import WeakKeyDictionary
 
-from ..engine import EmbeddingCache, PropagationStep, VolumeEmbeddings, propagate
+import numpy as np
+from qtpy.QtWidgets import QFileDialog
+
+from ..engine import EmbeddingCache, EmbeddingStore, PropagationStep, VolumeEmbeddings, propagate
+from .axes import Axes, lead_shape
 from .jobs import Task, TaskRunner
 
 PREFETCH_RADIUS = 2
 CACHE_MIB = 512
-
-
-def lead_shape(image) -> tuple[int, ...]:
-    """Leading (non-spatial) shape of an image layer's data."""
-    spatial = 3 if image.rgb else 2
-    return tuple(int(s) for s in image.data.shape[: image.data.ndim - spatial])
 
 
 class Planes:
@@ -32,13 +32,15 @@ class Planes:
         self.w = w
         self.volume: VolumeEmbeddings | None = None
         self._volume_id: tuple | None = None
-        self.store_path = None  # an on-disk embedding store to use for the image, if any
+        self.stores: WeakKeyDictionary = WeakKeyDictionary()  # image layer -> embedding store path
         self.prefetch_radius = PREFETCH_RADIUS
         self.propagation = {"min_score": 0.5, "min_overlap": 0.1, "min_area": 10}  # see engine.propagate
         self.cache_mib = CACHE_MIB
         self.prefetcher = TaskRunner(lambda *a: None)
         self.propagator = TaskRunner(w._progress)
         self._shown: tuple[int, ...] | None = None
+        self.axes = Axes(w)
+        w.ui.open_store.clicked.connect(self._open_store_clicked)
 
     @property
     def busy(self) -> bool:
@@ -58,10 +60,12 @@ class Planes:
         point = np.asarray(self.w.viewer.dims.point, float)
         data = np.asarray(image.world_to_data(point[-image.ndim:]), float)
         idx = np.clip(np.round(data[: len(lead)]).astype(int), 0, np.array(lead) - 1)
-        return tuple(int(i) for i in idx)
+        return self.axes.plane_of(tuple(int(i) for i in idx))
 
-    def dims_seen(self) -> None:
-        """Remember the plane on screen (a new image starts there)."""
+    def dims_seen(self, reset: bool = True) -> None:
+        """Remember the plane on screen (a new image starts there, with default axis choices)."""
+        if reset:
+            self.axes.reset()
         self._shown = self.current()
 
     def dims_changed(self, event=None) -> None:
@@ -76,25 +80,70 @@ class Planes:
         self.w.start_embedding()
 
     def axis(self) -> int | None:
-        """The leading axis walked by prefetch and propagation: the last one longer than 1."""
-        lead = lead_shape(self.w.image) if self.w.image is not None else ()
-        longer = [i for i, n in enumerate(lead) if n > 1]
-        return longer[-1] if longer else None
+        """The plane axis walked by prefetch and propagation (see :meth:`Axes.through_axis`)."""
+        return self.axes.through_axis() if self.w.image is not None else None
 
-    def open_store(self, path) -> None:
-        """Use the embedding store at ``path`` (made by ``napari-sam embed``) for the image."""
-        self.store_path = path
+    def labels_at(self, plane: tuple[int, ...]) -> tuple:
+        return self.axes.labels_at(plane)
+
+    # --- embedding stores ------------------------------------------------------------
+    @property
+    def store_path(self):
+        """The embedding store opened for the chosen image, if any."""
+        return self.stores.get(self.w.image) if self.w.image is not None else None
+
+    def open_store(self, path) -> bool:
+        """Use the embedding store at ``path`` (made by ``napari-sam embed``) for the chosen
+        image; False (and a message) if there is no image or no readable store there. Whether
+        it fits the pixels and model is checked when it is first used (it hashes every pixel)."""
+        w = self.w
+        if w.links.pending:  # an image was just added (scripts): adopt it now
+            w._refresh_choices()
+        if w.image is None:
+            w.message("Choose the image first, then open its embedding store.", warn=True)
+            return False
+        try:
+            info = EmbeddingStore(path, mode="r").info
+        except Exception as exc:  # noqa: BLE001 (any folder can be picked: say why it is not a store)
+            w.message(f"Cannot use {path} as an embedding store: {exc}", warn=True)
+            return False
+        self.stores[w.image] = Path(path)
         self._volume_id, self.volume = None, None
+        norm = info.normalisation
+        limits = "" if norm is None or norm.rgb else _limits_text(norm.contrast_limits)
+        w.message(f"Embedding store '{Path(path).name}' (model {info.model}{', ' + limits if limits else ''}) "
+                  f"opened for '{w.image.name}'; it is checked against the image when first used.")
+        return True
+
+    def _open_store_clicked(self, *_) -> None:
+        path = QFileDialog.getExistingDirectory(self.w, "Open embedding store (a .zarr folder made by napari-sam embed)")
+        if path:
+            self.w.open_embedding_store(path)
+
+    def note(self) -> str:
+        """How the image is embedded, for the status line ('' for a plain image)."""
+        vol, parts = self.volume, []
+        if vol is None:
+            return ""
+        if vol.layout is not None:
+            parts.append("large image: tiles are embedded where you click")
+        if self.axes.describe():
+            parts.append(f"SAM sees {self.axes.describe()}")
+        if vol.store is not None:
+            parts.append(f"embeddings from '{vol.store.path.name}'")
+            if not vol.rgb:
+                source = " (the store's)" if vol.adopted_limits else ""
+                parts.append(_limits_text(vol.contrast_limits) + source)
+        return f" ({'; '.join(parts)})" if parts else ""
 
     # --- embeddings ------------------------------------------------------------------
     def volume_for(self, key) -> VolumeEmbeddings:
         """The image's :class:`VolumeEmbeddings` for ``key`` (its layer, version and model)."""
         vid = (key.layer_id, key.data_version, key.model_token)
         if self._volume_id != vid or self.volume is None:
-            image = self.w.image
-            limits = None if image.rgb else tuple(float(v) for v in image.contrast_limits)
-            self.volume = VolumeEmbeddings(image.data, self.w.model.predictor, rgb=image.rgb,
-                                           contrast_limits=limits, cache=EmbeddingCache(self.cache_mib))
+            data, rgb, limits = self.axes.source(self.w.image)
+            self.volume = VolumeEmbeddings(data, self.w.model.predictor, rgb=rgb, contrast_limits=limits,
+                                           cache=EmbeddingCache(self.cache_mib))
             self._volume_id = vid
             if self.store_path is not None:
                 self.volume.use_store(self.store_path)
@@ -145,9 +194,13 @@ class Planes:
         if key != self.w.current_key() or generation != ann.generation:
             return  # the object, plane, image or model changed meanwhile
         planes, stops = result
-        ann.show_propagated(planes)
+        ann.show_propagated({self.labels_at(p): mask for p, mask in planes.items()})
         why = "; ".join(f"stopped at {i} ({reason})" for i, reason in stops) or "reached both ends"
         self.w.message(f"Propagated through {len(planes)} planes ({why}). C commits them as one object.")
+
+
+def _limits_text(limits) -> str:
+    return "uint8 values as they are" if limits is None else f"contrast limits {limits[0]:g}-{limits[1]:g}"
 
 
 def _propagation_task(vol: VolumeEmbeddings, model, plane, axis, mask, logits, options):

@@ -317,8 +317,8 @@ class SamWidget(QWidget):
         if task.key != self.current_key():
             return  # computed for another image, data version or model: never applied
         self.embedding = (task.key, embedding)
-        tiles = " (large image: tiles are embedded where you click)" if embedding is None else ""
-        self.message(f"Ready: click on '{self.image.name}' to segment (model {self.model.label}){tiles}.")
+        note = self.planes.note()  # tiles, channel, store and contrast limits in use
+        self.message(f"Ready: click on '{self.image.name}' to segment (model {self.model.label}){note}.")
         self._busy_changed()
         self.annotation.request_decode()
         self.planes.prefetch()
@@ -371,11 +371,11 @@ class SamWidget(QWidget):
         return self.annotation.undo()
 
     def open_embedding_store(self, path) -> None:
-        """Reuse embeddings precomputed by ``napari-sam embed`` (a zarr store) for the image;
-        a store made for other pixels, contrast limits or model is refused with a message."""
-        self.planes.open_store(path)
-        self.embedding = None
-        self.start_embedding()
+        """Reuse embeddings precomputed by ``napari-sam embed`` (a zarr store) for the image, with
+        the store's contrast limits; one made for other pixels or model is refused with a message."""
+        if self.planes.open_store(path):  # False (and a message): no image, or not a store
+            self.embedding = None
+            self.start_embedding()
 
     def propagate(self) -> bool:
         """Segment the current object on the next and previous planes of a stack (background);

@@ -95,13 +95,24 @@ class Commit:
     size: int = -1  # pixels of the labels array it was made on
 
 
-def plane_flat(shape: tuple[int, ...], mask: np.ndarray, at: tuple[int, ...] = (),
+def plane_index(at: tuple) -> tuple:
+    """NumPy index of plane ``at`` (leading indices; ``None``: every index of that axis)."""
+    return tuple(slice(None) if i is None else i for i in at)
+
+
+def plane_flat(shape: tuple[int, ...], mask: np.ndarray, at: tuple = (),
                offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Flat indices into an array of ``shape`` of the True pixels of a 2D ``mask`` that lies
-    on plane ``at`` (leading indices) with its corner at ``offset`` ``(row, col)``."""
+    on plane ``at`` (leading indices; ``None`` for every index of an axis, e.g. a channel
+    axis) with its corner at ``offset`` ``(row, col)``."""
     rr, cc = np.nonzero(mask)
-    idx = tuple(np.full(rr.size, i) for i in at) + (rr + offset[0], cc + offset[1])
-    return np.ravel_multi_index(idx, shape) if rr.size else np.zeros(0, np.int64)
+    if not rr.size:
+        return np.zeros(0, np.int64)
+    lead = [np.arange(n) if i is None else np.array([i]) for i, n in zip(at, shape)]
+    combos = np.stack(np.meshgrid(*lead, indexing="ij"), -1).reshape(-1, len(at)) if at else np.zeros((1, 0), int)
+    idx = tuple(np.repeat(combos[:, j], rr.size) for j in range(len(at)))
+    idx += (np.tile(rr + offset[0], len(combos)), np.tile(cc + offset[1], len(combos)))
+    return np.ravel_multi_index(idx, shape)
 
 
 def paint(data: np.ndarray, objects: list[np.ndarray], overwrite: bool = False, at: tuple[int, ...] = (),
@@ -109,7 +120,7 @@ def paint(data: np.ndarray, objects: list[np.ndarray], overwrite: bool = False, 
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
     """Write each boolean 2D object mask into ``data`` in place with a new id (max+1).
 
-    The masks lie on plane ``at`` of ``data`` (its leading indices; ``()`` for 2D labels) with
+    The masks lie on plane ``at`` of ``data`` (see :func:`plane_flat`; ``()`` for 2D labels) with
     their corner at ``offset``. ``planes`` ``{at: mask}`` instead paints one object through
     several planes with a single id. Existing labels are kept unless ``overwrite``. Returns
     ``(flat, before, after, ids)`` (flat indices into ``data``); ``flat`` is empty when

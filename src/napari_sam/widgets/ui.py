@@ -128,6 +128,10 @@ class Panel:
     status: QLabel
     propagate: QPushButton
     everything: EverythingPanel
+    channel_axis: QComboBox
+    channel: QComboBox
+    through: QComboBox
+    open_store: QPushButton
 
 
 def build_panel(parent: QWidget) -> Panel:
@@ -158,6 +162,11 @@ def build_panel(parent: QWidget) -> Panel:
     form.addRow("Model", model_row)
     form.addRow("Labels", labels)
     form.addRow("", overwrite)
+    channel_axis, channel, through, store_row = build_stack_rows()
+    form.addRow("Channel axis", channel_axis)
+    form.addRow("Channel", channel)
+    form.addRow("Propagate along", through)
+    form.addRow("Embeddings", store_row)
     root.addLayout(form)
 
     status = QLabel("Choose an image and load a model.")
@@ -196,4 +205,22 @@ def build_panel(parent: QWidget) -> Panel:
     root.addWidget(legend)
     root.addStretch(1)
     return Panel(image, model, device, load, cancel, labels, overwrite, polarity, choose,
-                 commit, clear, undo, redo, export, status, propagate, everything)
+                 commit, clear, undo, redo, export, status, propagate, everything,
+                 channel_axis, channel, through, store_row)
+
+
+def build_stack_rows() -> tuple[QComboBox, QComboBox, QComboBox, QPushButton]:
+    """Controls for stacks, time series and multichannel images (filled by ``axes.Axes``)."""
+    channel_axis, channel, through = QComboBox(), QComboBox(), QComboBox()
+    channel_axis.setToolTip("Multichannel images: the leading axis that holds channels ('none': every "
+                            "slider is a plane, SAM sees the channel on screen)")
+    channel.setToolTip("What SAM segments: one channel, whatever the channel slider shows, or up to three "
+                       "channels as red, green, blue (each scaled to its own range)")
+    through.setToolTip("The axis that prefetch and 'Propagate through planes' walk (z, time, ...)")
+    for combo in (channel_axis, channel, through):
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+        combo.setEnabled(False)
+    open_store = QPushButton("Open embedding store…")
+    open_store.setToolTip("Reuse embeddings precomputed by 'napari-sam embed' (a .zarr folder) for the image")
+    return channel_axis, channel, through, open_store
