@@ -49,7 +49,7 @@ from .predictor import Cancelled, Embedding, Predictor
 CROP_NMS_THRESH = 0.7
 """Box IoU above which a mask from a larger crop is dropped in favour of one from a smaller crop."""
 
-_UPSCALE_BYTES = 1 << 28  # cap on float32 logits held at full size at once (256 MiB)
+_UPSCALE_BYTES = 1 << 26  # cap on float32 logits held at full size at once (64 MiB: cache- and allocator-friendly)
 
 
 @dataclass
@@ -208,12 +208,13 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
         for lo in range(0, len(logits), chunk):
             full = upscale_logits_cropped(logits[lo:lo + chunk].float(), geometry, model.img_size)
             stability = stability_scores(full, threshold, stability_score_offset)
-            keep_idx = torch.arange(len(full), device=device)
+            masks = full > threshold  # bool: 4x less to copy than the logits when filtering
+            del full
+            keep_idx = torch.arange(len(masks), device=device)
             if stability_score_thresh > 0:
                 keep_idx = (stability >= stability_score_thresh).nonzero()[:, 0]
-                full = full[keep_idx]
-            masks = full > threshold
-            del full
+                if len(keep_idx) < len(masks):
+                    masks = masks[keep_idx]
             boxes = mask_boxes(masks)
             if not is_full:
                 inside = ~near_crop_edge(boxes + torch.cat([offset, offset]).long(), crop, shape)
