@@ -61,6 +61,14 @@ def points_layer(viewer):
     return layer
 
 
+def record_predict_calls(w, monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``predict`` call the widget's predictor gets from now on."""
+    calls: list[dict] = []
+    original = w.model.predictor.predict
+    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    return calls
+
+
 def boxes_layer(viewer):
     (layer,) = with_role(viewer, "boxes")
     return layer
@@ -204,9 +212,7 @@ def test_selecting_a_candidate_layer_chooses_it(ready, viewer, qtbot):
 def test_negative_points_by_toggle_and_ctrl_click(ready, viewer, monkeypatch):
     w = ready
     pts = points_layer(viewer)
-    calls = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    calls = record_predict_calls(w, monkeypatch)
 
     class Click:
         button, modifiers = 1, ("Control",)
@@ -227,9 +233,7 @@ def test_negative_points_by_toggle_and_ctrl_click(ready, viewer, monkeypatch):
 def test_right_click_adds_a_negative_point(ready, viewer, monkeypatch):
     w = ready
     pts = points_layer(viewer)
-    calls = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    calls = record_predict_calls(w, monkeypatch)
 
     class RightClick:
         button, modifiers = 2, ()
@@ -261,9 +265,7 @@ def test_several_boxes_are_several_objects(ready, viewer):
 
 def test_points_and_one_box_are_one_object(ready, viewer, monkeypatch):
     w = ready
-    calls = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    calls = record_predict_calls(w, monkeypatch)
     boxes_layer(viewer).add_rectangles(np.array([[40, 60], [120, 140]]))
     points_layer(viewer).add([[80, 100]])
     assert w.wait_idle(60)
@@ -344,9 +346,7 @@ def test_choosers_follow_renames_and_find_our_labels_again(ready, viewer, qtbot)
 
 def test_switching_image_resets_refinement(ready, viewer, monkeypatch):
     w = ready
-    calls = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    calls = record_predict_calls(w, monkeypatch)
     points_layer(viewer).add([[80, 100]])
     assert w.wait_idle(60)
     viewer.add_image(np.zeros((300, 400), np.uint8), name="other")
