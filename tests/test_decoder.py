@@ -21,13 +21,32 @@ def plain_upscale(decoder, image, hyper, h, w):
 
 
 @torch.no_grad()
-def test_upscale_masks_equals_transposed_convolutions(decoder):
+@pytest.mark.parametrize("per_prompt", [True, False])  # the CPU loop, and the batched form other devices use
+def test_upscale_masks_equals_transposed_convolutions(decoder, per_prompt, monkeypatch):
     g = torch.Generator().manual_seed(0)
     image = torch.randn(2, 64 * 64, 256, generator=g)
     hyper = torch.randn(2, 3, 32, generator=g)
+    if not per_prompt:  # what a CUDA tensor takes; the arithmetic is the same on the CPU
+        image = FakeDevice(image)
     ours = decoder.upscale_masks(image, hyper, 64, 64)
     assert ours.shape == (2, 3, 256, 256)
     torch.testing.assert_close(ours, plain_upscale(decoder, image, hyper, 64, 64), rtol=1e-4, atol=1e-4)
+
+
+class FakeDevice(torch.Tensor):
+    """A CPU tensor that says it lives elsewhere (to reach the non-CPU code path)."""
+
+    def __new__(cls, data):
+        return torch.Tensor._make_subclass(cls, data)
+
+    @property
+    def device(self):
+        return torch.device("meta")
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        return out.as_subclass(torch.Tensor) if isinstance(out, FakeDevice) else out
 
 
 @torch.no_grad()

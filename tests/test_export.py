@@ -108,3 +108,31 @@ def test_exported_file_gets_the_umask_mode_before_the_rename(tmp_path, monkeypat
     assert at_rename == [0o666 & ~umask] * 2
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert os.stat(npe2).st_mode & 0o777 == 0o666 & ~umask
+
+
+
+def test_umask_is_read_without_changing_it(monkeypatch):
+    import os
+
+    from napari_sam.io import files
+
+    old = os.umask(0o027)
+    try:
+        real_umask, changes = os.umask, []
+        monkeypatch.setattr(files.os, "umask", lambda m: changes.append(m) or real_umask(m))
+        assert files.default_file_mode() == 0o640
+        if os.path.exists("/proc/self/status"):
+            assert changes == []  # Linux: read from /proc, never set
+        real_open = open
+
+        def no_proc(path, *a, **k):
+            if str(path) == "/proc/self/status":
+                raise OSError("no /proc here")
+            return real_open(path, *a, **k)
+
+        monkeypatch.setattr("builtins.open", no_proc)
+        assert files.default_file_mode() == 0o640  # elsewhere: set briefly, then restored
+        assert changes and changes[-1] == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

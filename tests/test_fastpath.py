@@ -75,8 +75,24 @@ def test_bf16_on_a_cpu_without_bf16_units_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    monkeypatch.undo()
-    assert fastpath.cpu_has_bf16_units() in (True, False, None)
+
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n", True),
+    ("processor\t: 0\nflags\t\t: fpu avx2 fma\n", False),
+    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", None),  # aarch64: no x86 flags line
+])
+def test_cpu_bf16_probe_reads_cpuinfo(monkeypatch, tmp_path, cpuinfo, expected):
+    import builtins
+
+    from napari_sam.model import fastpath
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(cpuinfo)
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path, *a, **k))
+    assert fastpath.cpu_has_bf16_units() is expected
 
 
 def test_channel_layer_norm_upcasts_half_inputs():

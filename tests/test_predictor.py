@@ -143,6 +143,9 @@ def test_several_boxes_at_once(predictor):
     for i in range(2):
         one = predictor.predict(box=boxes[i], multimask=False)
         np.testing.assert_allclose(pred.logits[i], one.logits, atol=1e-4)
+    none = predictor.predict_boxes(np.zeros((0, 4)), multimask=True)
+    assert none.masks.shape == (0, 3, 300, 400) and none.scores.shape == (0, 3)
+    assert none.logits.shape == (0, 3, 256, 256)
 
 
 def test_resolve_device():

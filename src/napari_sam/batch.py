@@ -100,14 +100,6 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
     return labels, total
 
 
-def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Atomic TIFF write (temporary file in the same folder, then rename) with the usual
-    permissions, so others sharing the output folder can read it (see :mod:`napari_sam.io`)."""
-    from .io import write_labels_tiff
-
-    write_labels_tiff(path, labels)
-
-
 def segment_file(src: str, dst: str, model: str, device: str, params: dict,
                  torch_threads: int | None = None, overwrite: bool = False, log=None) -> dict:
     """Segment one input file into ``dst``; never raises: returns a record with ``status``
@@ -126,7 +118,9 @@ def segment_file(src: str, dst: str, model: str, device: str, params: dict,
 
         record["torch_threads"] = torch.get_num_threads()
         labels, count = segment_image(predictor, image, params, log)
-        write_labels(Path(dst), labels)
+        from .io import write_labels_tiff
+
+        write_labels_tiff(Path(dst), labels)  # atomic, with the usual permissions
         record.update(status="done", masks=count)
     except Exception as exc:  # one bad file must not stop the others
         record["error"] = f"{type(exc).__name__}: {exc}"

@@ -203,17 +203,15 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto",
     from .engine import Predictor
     from .model import CheckpointError, build_sam, guess_model_type, load_checkpoint, read_state_dict
 
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        state = read_state_dict(path)
-        model_type = guess_model_type(state)
-        if model_type is None:
-            raise CheckpointError(f"{path.name} does not look like a SAM checkpoint (vit_b, vit_l or vit_h)")
-        model = build_sam(model_type)
-        load_checkpoint(model, state, name=path.name)
-        return Predictor(model.eval(), device=device)
-    if str(name_or_path) in REGISTRY:
-        return Predictor(build_sam(str(name_or_path), fetch(str(name_or_path), progress, cancel)), device=device)
-    raise ValueError(
-        f"{name_or_path!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing .pth file"
-    )
+    if str(name_or_path) not in REGISTRY and not Path(name_or_path).expanduser().is_file():
+        raise ValueError(
+            f"{name_or_path!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing .pth file"
+        )
+    path = fetch(name_or_path, progress, cancel)  # a path comes back as it is
+    state = read_state_dict(path)
+    model_type = guess_model_type(state)
+    if model_type is None:
+        raise CheckpointError(f"{path.name} does not look like a SAM checkpoint (vit_b, vit_l or vit_h)")
+    model = build_sam(model_type)
+    load_checkpoint(model, state, name=path.name)
+    return Predictor(model.eval(), device=device)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
 from .allocator import keep_freed_memory, release_freed_memory
@@ -217,8 +216,12 @@ class Predictor:
         """Decode one object per box ``(N, 4)`` at once: ``masks (N, K, H, W)``, ``scores (N, K)``,
         ``logits (N, K, 256, 256)``."""
         emb = self._require_embedding(embedding)
-        return self._decode(emb, None, self._boxes_tensor(np.asarray(boxes).reshape(-1, 4), emb), None,
-                            multimask, squeeze=False)
+        boxes = np.asarray(boxes).reshape(-1, 4)
+        if not len(boxes):
+            k, (gh, gw) = (3 if multimask else 1), self._mask_hw()
+            return Prediction(np.zeros((0, k, *emb.original_size), bool), np.zeros((0, k), np.float32),
+                              np.zeros((0, k, gh, gw), np.float32))
+        return self._decode(emb, None, self._boxes_tensor(boxes, emb), None, multimask, squeeze=False)
 
     def _decode(self, emb, pts, boxes, masks, multimask, squeeze) -> Prediction:
         logits, iou = self.model.decode(emb.features, pts, boxes, masks, multimask)

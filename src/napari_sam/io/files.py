@@ -17,12 +17,24 @@ from pathlib import Path
 _UMASK_LOCK = threading.Lock()
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere it can only be read by setting it: briefly, under a lock
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
 def default_file_mode() -> int:
     """``0o666`` less the process umask: the mode of a file created by a plain ``open()``."""
-    with _UMASK_LOCK:  # the umask can only be read by setting it; keep other threads out
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
 @contextmanager

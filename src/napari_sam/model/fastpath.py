@@ -42,13 +42,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def cpu_has_bf16_units() -> bool | None:
     """Whether the CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16); None if unknown
-    (not Linux). With them, bf16 roughly halves the CPU encoder's time (docs/performance.md)."""
+    (not Linux, or not x86). With them, bf16 roughly halves the CPU encoder's time (docs/performance.md)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
     except OSError:
         return None
-    return bool(flags) and ("avx512_bf16" in flags or "amx_bf16" in flags)
+    if not flags:  # not x86 (e.g. aarch64 lists "Features"): unknown here
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def prepare_encoder(encoder: nn.Module, precision: str) -> nn.Module:

@@ -97,7 +97,7 @@ class TokenAttention(nn.Module):
             scores = (keys.reshape(-1, dim) @ q[0].T).view(b, n, nk, nq)
         else:
             scores = (keys @ q.transpose(1, 2)).view(b, n, nk, nq)
-        scores = torch.addcmul(key_bias[..., None], scores, scores.new_tensor(scale))
+        scores = torch.add(key_bias[..., None], scores, alpha=scale)
         attn = torch.softmax(scores, dim=2).view(b, n * nk, nq)
         values = torch.einsum("bnkc,dnc->bnkd", vh, self.out_proj.weight.view(dim, n, c)).reshape(b, n * nk, dim)
         return torch.baddbmm(self.out_proj.bias, attn.transpose(1, 2), values)  # (B, Nq, D)
@@ -192,13 +192,11 @@ class MaskDecoder(nn.Module):
             sl = slice(i, i + step)
             image, dense = (t if t.shape[0] == 1 else t[sl] for t in (image_embeddings, dense_prompt_embeddings))
             parts.append(self.predict_masks(image, image_pe, sparse_prompt_embeddings[sl], dense, keep))
-        if len(parts) == 1:
-            return parts[0][0], parts[0][1][:, keep]
-        return torch.cat([m for m, _ in parts]), torch.cat([q for _, q in parts])[:, keep]
+        return torch.cat([m for m, _ in parts]), torch.cat([q for _, q in parts])
 
     def predict_masks(self, image_embeddings, image_pe, sparse, dense, keep: slice = slice(None)):
-        """The masks of mask tokens ``keep`` (default all ``num_mask_tokens``; token 0 is the
-        single-mask one) and the IoU predictions of all tokens."""
+        """Masks and IoU predictions of the mask tokens ``keep`` (default all
+        ``num_mask_tokens``; token 0 is the single-mask one)."""
         prompts = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([out_tokens.expand(prompts, -1, -1), sparse], dim=1)
@@ -212,7 +210,7 @@ class MaskDecoder(nn.Module):
         mask_out = tokens[:, 1 : 1 + self.num_mask_tokens]
         mlps = list(enumerate(self.output_hypernetworks_mlps))[keep]
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in mlps], dim=1)
-        return self.upscale_masks(src, hyper, h, w), self.iou_prediction_head(iou_out)
+        return self.upscale_masks(src, hyper, h, w), self.iou_prediction_head(iou_out)[:, keep]
 
     def upscale_masks(self, image: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Image tokens ``(B, h*w, D)`` and hypernetwork outputs ``(B, M, D/8)`` -> mask logits
@@ -222,19 +220,24 @@ class MaskDecoder(nn.Module):
         matrix products in channels-last layout: the kernels do not overlap, so each input pixel
         maps to its own 2x2 output block, ``x @ W.reshape(C_in, 2*2*C_out)``. Rows stay in
         block order ``(i, j, a, b, a', b')`` (output pixel ``(4i+2a+a', 4j+2b+b')``) until the
-        final ``M`` masks are put in raster order. One prompt at a time, so the ``(4h*4w, D/8)``
-        intermediate stays in cache.
+        final ``M`` masks are put in raster order. On a CPU one prompt at a time, so the
+        ``(4h*4w, D/8)`` intermediate stays in cache; elsewhere all prompts in one product.
         """
         up1, norm, act1, up2, act2 = self.output_upscaling
         c1, c2 = up1.out_channels, up2.out_channels
         w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * c1)   # columns (a, b, c)
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, 4 * c2)
         b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
-        out = []
-        for x, hy in zip(image, hyper):
-            y = torch.addmm(b1, x, w1).view(-1, c1)                               # (h*w*4, c1)
+
+        def masks_of(x: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:  # (P, h*w, D), (P, M, D/8)
+            y = torch.addmm(b1, x.reshape(-1, x.shape[-1]), w1).view(-1, c1)    # (P*h*w*4, c1)
             y = act1(nn.functional.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-            y = act2(torch.addmm(b2, y, w2)).view(-1, c2)                         # (h*w*16, c2)
-            out.append((hy @ y.T).view(-1, h, w, 2, 2, 2, 2))                     # (M, i, j, a, b, a', b')
-        masks = torch.stack(out).permute(0, 1, 2, 4, 6, 3, 5, 7)                  # (B, M, i, a, a', j, b, b')
-        return masks.reshape(len(out), -1, 4 * h, 4 * w)
+            y = act2(torch.addmm(b2, y, w2)).view(len(x), -1, c2)               # (P, h*w*16, c2)
+            return (hy @ y.transpose(1, 2)).view(*hy.shape[:2], h, w, 2, 2, 2, 2)  # (P, M, i, j, a, b, a', b')
+
+        if image.device.type == "cpu":
+            masks = torch.cat([masks_of(x[None], hy[None]) for x, hy in zip(image, hyper)])
+        else:
+            masks = masks_of(image, hyper)
+        masks = masks.permute(0, 1, 2, 4, 6, 3, 5, 7)                           # (B, M, i, a, a', j, b, b')
+        return masks.reshape(len(image), -1, 4 * h, 4 * w)

@@ -13,7 +13,6 @@ from itertools import count
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
-import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt

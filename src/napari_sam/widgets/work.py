@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from ..engine import Predictor, VolumeEmbeddings
 from .prompts import DecodePlan
