@@ -217,15 +217,108 @@ def test_store_records_normalisation_and_a_reader_adopts_it(predictor, stack, tm
     assert torch.equal(shown.embedding((2, 0, 0)).features, made.embedding((2, 0, 0)).features)
     assert predictor.embedded == before  # read, not computed
 
+    late = VolumeEmbeddings(stack, predictor, contrast_limits=(100, 2000))
+    own = late.embedding((1, 0, 0))  # embedded with its own limits before the store is attached
+    late.attach_store(path, create=False, adopt=True)
+    assert late.adopted_limits and late.contrast_limits == limits
+    assert late.cache.keys() == []  # computed with the old limits: dropped
+    assert torch.equal(late.embedding((1, 0, 0)).features, made.embedding((1, 0, 0)).features)
+    assert not torch.equal(own.features, made.embedding((1, 0, 0)).features)
+    before = predictor.embedded
+
     changed = stack.copy()
     changed[0, 5, 5] += 1
     other = VolumeEmbeddings(changed, predictor, contrast_limits=(100, 2000))
+    problems = []
+    other.on_store_problem = problems.append
     other.use_store(path)  # what the widget does: opened (and adopted) on first use
-    with pytest.raises(StoreMismatch, match="other pixels"):
-        other.embedding((1, 0, 0))
+    emb = other.embedding((1, 0, 0))  # refused, reported, and computed without the store
+    assert [type(p) for p in problems] == [StoreMismatch] and "other pixels" in str(problems[0])
+    assert other.store_refused is problems[0]
     assert other.store is None and not other.adopted_limits and other.contrast_limits == (100, 2000)
-    other.embedding((1, 0, 0))  # goes on without the store, with its own limits
-    assert predictor.embedded == before + 1
+    expected = predictor.compute_embedding(changed[1], (100, 2000))
+    assert torch.equal(emb.features, expected.features)
+    other.embedding((2, 0, 0))
+    assert len(problems) == 1  # reported once
+    assert predictor.embedded == before + 3
+
+    quiet = VolumeEmbeddings(changed, predictor)  # no callback: a warning
+    quiet.use_store(path)
+    with pytest.warns(RuntimeWarning, match="not used.*other pixels"):
+        quiet.embedding((0, 0, 0))
+    assert quiet.store is None and quiet.store_refused is not None
+
+
+def test_other_threads_wait_while_a_pending_store_is_checked(predictor, stack, tmp_path, monkeypatch):
+    """A second embedding() during the (slow) pixel hash of use_store waits for the store, so
+    nothing embedded with the volume's own limits is cached after it adopts the store's."""
+    import threading
+    import time
+
+    from napari_sam.engine import volume as volume_module
+
+    path = tmp_path / "emb.zarr"
+    made = VolumeEmbeddings(stack, predictor)
+    made.attach_store(path)
+    made.precompute()
+    before = predictor.embedded
+    hashing, original = threading.Event(), volume_module.image_signature
+
+    def slow_signature(*args, **kwargs):
+        hashing.set()
+        time.sleep(0.5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(volume_module, "image_signature", slow_signature)
+    vol = VolumeEmbeddings(stack, predictor, contrast_limits=(100, 2000))
+    vol.use_store(path)
+    results, errors = {}, []
+
+    def embed(item):
+        try:
+            results[item] = vol.embedding(item)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    first = threading.Thread(target=embed, args=((0, 0, 0),))
+    first.start()
+    assert hashing.wait(10)
+    second = threading.Thread(target=embed, args=((1, 0, 0),))  # e.g. the prefetch
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert not errors and vol.adopted_limits and vol.store is not None
+    store = EmbeddingStore(path)
+    for z in (0, 1):
+        assert torch.equal(vol.cached((z, 0, 0)).features, store.get((z, 0, 0)).features)
+        assert torch.equal(results[(z, 0, 0)].features, store.get((z, 0, 0)).features)
+    assert predictor.embedded == before  # everything read from the store
+
+
+def test_a_read_only_store_is_used_and_written_best_effort(predictor, stack, tmp_path):
+    path = tmp_path / "emb.zarr"
+    made = VolumeEmbeddings(stack, predictor)
+    made.attach_store(path)
+    made.precompute([(0, 0, 0)])
+    vol = VolumeEmbeddings(stack, predictor)
+    vol.attach_store(path, create=False)
+    problems, writes = [], []
+    vol.on_store_problem = problems.append
+
+    def refuse(index, embedding):  # e.g. a shared store in a read-only folder
+        writes.append(index)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    vol.store.put = refuse
+    assert torch.equal(vol.embedding((0, 0, 0)).features, made.embedding((0, 0, 0)).features)  # read
+    emb = vol.embedding((1, 0, 0))  # missing: computed, not written, kept in memory
+    assert torch.equal(emb.features, predictor.compute_embedding(stack[1], vol.contrast_limits).features)
+    assert vol.cached((1, 0, 0)) is emb
+    vol.embedding((2, 0, 0))
+    assert len(problems) == 1 and isinstance(problems[0], PermissionError)  # reported once
+    assert vol.store_write_error is problems[0] and vol.store is not None
+    assert writes == [(1, 0, 0)]  # not retried after the first failure
+    assert not EmbeddingStore(path).has((1, 0, 0))
 
 
 def test_store_format_is_checked_but_not_the_package_version(predictor, stack, tmp_path):

@@ -6,11 +6,19 @@ when it is large (see :mod:`.tiling`). An *item* is ``(*lead_index, tile_row, ti
 Embeddings come from the in-memory LRU cache, else the on-disk store, else are computed
 (and then written to both). Only the pixels of the needed window are read, so dask- or
 zarr-backed images are never loaded whole.
+
+Store problems never stop the work: a store given to :meth:`VolumeEmbeddings.use_store` that
+does not fit is refused and the volume goes on without it; a store that cannot be written
+(e.g. a shared one in a read-only folder) is still read, and new embeddings stay in memory.
+Either is reported once, to :attr:`VolumeEmbeddings.on_store_problem` (else as a
+``RuntimeWarning``), and recorded in :attr:`~VolumeEmbeddings.store_refused` /
+:attr:`~VolumeEmbeddings.store_write_error`.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +80,12 @@ class VolumeEmbeddings:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.store: EmbeddingStore | None = None
         self.adopted_limits = False  # True once contrast limits were taken from an attached store
+        self.store_refused: Exception | None = None  # why the store given to use_store is not used
+        self.store_write_error: OSError | None = None  # why the store is no longer written to
+        self.on_store_problem: Callable[[Exception], None] | None = None  # called once per problem, any thread
         self._store_to_open = None
-        self._store_lock = threading.Lock()
+        self._store_lock = threading.RLock()  # held while a store is attached (a pixel hash)
+        self._limits_serial = 0  # bumped when the contrast limits change (cached embeddings dropped)
 
     # --- items -----------------------------------------------------------------------
     @property
@@ -116,35 +128,65 @@ class VolumeEmbeddings:
         ``StoreMismatch``. ``adopt``: if the store records other contrast limits than this
         volume's (e.g. ``napari-sam embed`` defaults vs a layer's display limits), use the
         store's when the pixels match with them: its embeddings were computed with them, so
-        decoding on them is right (sets :attr:`adopted_limits`). Only before anything was
-        embedded: cached embeddings were computed with this volume's own limits."""
-        if not create or Path(path, "zarr.json").exists():
+        decoding on them is right (sets :attr:`adopted_limits`); embeddings cached with the
+        old limits are dropped. :meth:`embedding` calls from other threads wait meanwhile."""
+        with self._store_lock:
+            if create and not Path(path, "zarr.json").exists():
+                self.store = EmbeddingStore.create(path, self.store_info())
+                return self.store
             store = EmbeddingStore(path)
             norm = store.info.normalisation
             own = None if self.contrast_limits is None else tuple(map(float, self.contrast_limits))
-            if adopt and not self.rgb and norm is not None and not norm.rgb and norm.contrast_limits != own \
-                    and not self.cache.keys():
+            if adopt and not self.rgb and norm is not None and not norm.rgb and norm.contrast_limits != own:
                 store.check(self.store_info(norm.contrast_limits))
                 self.contrast_limits, self.adopted_limits = norm.contrast_limits, True
+                self._limits_serial += 1
+                self.cache.clear()  # computed with the old limits
             else:
                 store.check(self.store_info())
-        else:
-            store = EmbeddingStore.create(path, self.store_info())
-        self.store = store
-        return store
+            self.store = store
+            return store
 
     def use_store(self, path) -> None:
         """Open the existing store at ``path`` on the first :meth:`embedding` call, adopting
         its contrast limits (see :meth:`attach_store`). Checking it hashes every pixel, so let
-        that happen in a worker thread; if it does not fit, that call raises ``StoreMismatch``
-        and the volume goes on without a store (and with its own contrast limits)."""
+        that happen in a worker thread; other threads' calls wait for it. If it does not fit
+        (or cannot be opened), it is reported once (see the module docstring) and the volume
+        goes on without a store, with its own contrast limits."""
         self._store_to_open = path
 
     def _open_pending_store(self) -> None:
-        with self._store_lock:  # one thread opens it; others wait and then use it
-            path, self._store_to_open = self._store_to_open, None
-            if path is not None:
+        with self._store_lock:  # one thread opens it; others wait and then use it (or not)
+            path = self._store_to_open
+            if path is None:  # attached or refused meanwhile
+                return
+            try:
                 self.attach_store(path, create=False, adopt=True)
+            except Exception as exc:  # noqa: BLE001 (any reason: go on without the store)
+                self.store_refused = exc
+                self._report(exc, f"embedding store {path} not used: {exc}")
+            finally:
+                self._store_to_open = None
+
+    def _report(self, problem: Exception, text: str) -> None:
+        if self.on_store_problem is not None:
+            self.on_store_problem(problem)
+        else:
+            warnings.warn(text, RuntimeWarning, stacklevel=4)
+
+    def _write(self, store: EmbeddingStore, item: tuple[int, ...], emb: Embedding) -> None:
+        """Best effort: the first failure (e.g. a read-only store) is reported and writing stops."""
+        if self.store_write_error is not None:
+            return
+        try:
+            store.put(item, emb)
+        except OSError as exc:
+            with self._store_lock:
+                first = self.store_write_error is None
+                self.store_write_error = exc
+            if first:
+                self._report(exc, f"cannot write to the embedding store {store.path} ({exc}): "
+                                  "new embeddings are kept in memory only")
 
     def cached(self, item: tuple[int, ...]) -> Embedding | None:
         """The embedding of ``item`` if it is in memory or on disk (never computes)."""
@@ -159,18 +201,25 @@ class VolumeEmbeddings:
     def embedding(self, item: tuple[int, ...], cancel: Callable[[], bool] | None = None) -> Embedding:
         """Embedding of ``item`` (``lead + tile``): from memory, disk, or computed now."""
         item = tuple(int(i) for i in item)
-        if self._store_to_open is not None:
-            self._open_pending_store()
         if len(item) != len(self.index_shape) or any(not 0 <= i < n for i, n in zip(item, self.index_shape)):
             raise IndexError(f"item {item} outside the index shape {self.index_shape}")
-        emb = self.cached(item)
-        if emb is None:
+        while True:
+            if self._store_to_open is not None:
+                self._open_pending_store()
+            with self._store_lock:  # a consistent store and limits (not while one is attached)
+                store, limits, serial = self.store, self.contrast_limits, self._limits_serial
+            emb = self.cached(item)
+            if emb is not None:
+                return emb
             lead, tile = item[:-2], item[-2:]
-            emb = self.predictor.compute_embedding(self.pixels(lead, tile), self.contrast_limits, cancel=cancel)
-            if self.store is not None:
-                self.store.put(item, emb)
-            self.cache.put(item, emb)
-        return emb
+            emb = self.predictor.compute_embedding(self.pixels(lead, tile), limits, cancel=cancel)
+            with self._store_lock:
+                if serial != self._limits_serial:
+                    continue  # a store's limits were adopted meanwhile: this one is stale
+                self.cache.put(item, emb)
+            if store is not None:
+                self._write(store, item, emb)
+            return emb
 
     def missing(self) -> list[tuple[int, ...]]:
         """Items neither in memory nor on disk."""
