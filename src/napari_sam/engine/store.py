@@ -149,23 +149,11 @@ class EmbeddingStore:
         group.attrs["napari_sam"] = info.as_attrs()
         return cls(path)
 
-    @classmethod
-    def open_or_create(cls, path: str | Path, info: StoreInfo, dtype: str = "float32") -> "EmbeddingStore":
-        """Reuse a matching store at ``path`` (raise :class:`StoreMismatch` otherwise) or make one."""
-        if Path(path, "zarr.json").exists():
-            store = cls(path)
-            store.check(info)
-            return store
-        return cls.create(path, info, dtype=dtype)
-
     def check(self, expected: StoreInfo) -> None:
-        """Raise :class:`StoreMismatch` with a clear reason if this store does not fit: format,
-        model and weights, pixels and normalisation (the signature), tile layout. The package
-        version is not compared (see the module docstring)."""
+        """Raise :class:`StoreMismatch` with a clear reason if this store does not fit: model
+        and weights, pixels and normalisation (the signature), tile layout. The format was
+        checked on opening; the package version is not compared (see the module docstring)."""
         have = self.info
-        if have.format != expected.format:
-            raise StoreMismatch(f"{self.path} has store format {have.format}, expected {expected.format}; "
-                                "compute a new store")
         if have.model != expected.model or have.model_fingerprint != expected.model_fingerprint:
             raise StoreMismatch(f"{self.path} holds embeddings of model {have.model!r} with other weights "
                                 f"than the model in use ({expected.model!r}); compute a new store")
