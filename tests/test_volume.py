@@ -362,6 +362,8 @@ def test_channel_views_read_lazily_and_compose_rgb(predictor):
     px = rgb[2]
     np.testing.assert_array_equal(px[..., 0], rescale_to_uint8(data[2, 0], lims[0]))
     np.testing.assert_array_equal(px[..., 1], rescale_to_uint8(data[2, 1], lims[1]))
+    np.testing.assert_array_equal(np.asarray(rgb, dtype=np.float32)[2], px.astype(np.float32))
+    assert ChannelComposite.__array__ is ChannelSlice.__array__  # one implementation for both views
     assert not px[..., 2].any()  # no third channel: blue stays black
     np.testing.assert_array_equal(rgb[2, 10:20, :5, 1], px[10:20, :5, 1])
 

@@ -33,7 +33,24 @@ def _full_key(key, ndim: int) -> tuple:
     return key + (slice(None),) * (ndim - len(key))
 
 
-class ChannelSlice:
+class _View:
+    """What both views share: ``ndim`` and ``np.asarray(view)`` (reads everything)."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+
+class ChannelSlice(_View):
     """``image`` with its leading ``axis`` fixed to ``channel`` (see module docstring)."""
 
     def __init__(self, image, axis: int, channel: int) -> None:
@@ -45,17 +62,9 @@ class ChannelSlice:
         self.shape = tuple(int(n) for i, n in enumerate(image.shape) if i != axis)
         self.dtype = np.dtype(image.dtype)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     def __getitem__(self, key) -> np.ndarray:
         key = _full_key(key, self.ndim)
         return np.asarray(self.base[key[: self.axis] + (self.channel,) + key[self.axis:]])
-
-    def __array__(self, dtype=None, copy=None):
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
 
 
 def channel_limits(image, axis: int, channel: int) -> tuple[float, float] | None:
@@ -63,7 +72,7 @@ def channel_limits(image, axis: int, channel: int) -> tuple[float, float] | None
     return estimate_limits(ChannelSlice(image, axis, channel), rgb=False)
 
 
-class ChannelComposite:
+class ChannelComposite(_View):
     """Channels ``channels`` (up to 3; red, green, blue) of leading ``axis`` as uint8 RGB,
     each scaled by its ``limits`` (default: its own sampled range; see module docstring)."""
 
@@ -77,10 +86,6 @@ class ChannelComposite:
         self.shape = self.slices[0].shape + (3,)
         self.dtype = np.dtype(np.uint8)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     def __getitem__(self, key) -> np.ndarray:
         key = _full_key(key, self.ndim)
         planes = []
@@ -90,7 +95,3 @@ class ChannelComposite:
         while len(planes) < 3:
             planes.append(np.zeros_like(planes[0]))
         return np.stack(planes, axis=-1)[..., key[-1]]
-
-    def __array__(self, dtype=None, copy=None):
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
