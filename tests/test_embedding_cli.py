@@ -102,6 +102,30 @@ def test_embed_one_channel_or_channels_as_rgb(tmp_path, tiny_checkpoint, tiny_mo
     assert "not a leading axis" in capsys.readouterr().err
 
 
+def test_embed_refuses_channel_options_it_would_ignore_or_misapply(stack_tif, tiny_checkpoint, tmp_path, capsys):
+    path, _ = stack_tif
+    base = [str(path), "--model", str(tiny_checkpoint), "--device", "cpu", "--out", str(tmp_path / "e.zarr")]
+    with pytest.raises(SystemExit) as exit_:
+        main(base + ["--channel", "2"])  # without --channel-axis: every channel would be a plane
+    assert exit_.value.code == 2 and "--channel needs --channel-axis" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(base + ["--channel-axis", "0", "--channel", "rgb", "--contrast-limits", "0", "100"])
+    assert exit_.value.code == 2 and "--contrast-limits cannot be used with --channel rgb" in capsys.readouterr().err
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_embed_fails_when_the_store_cannot_be_written(stack_tif, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    path, _ = stack_tif
+    out = tmp_path / "emb.zarr"
+
+    def refuse(self, index, embedding):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(EmbeddingStore, "put", refuse)
+    assert main([str(path), "--model", str(tiny_checkpoint), "--out", str(out), "--device", "cpu"]) == 1
+    assert "cannot write to" in capsys.readouterr().err
+
+
 def test_guess_rgb():
     assert guess_rgb((10, 10, 3)) and guess_rgb((5, 10, 10, 4))
     assert not guess_rgb((10, 3)) and not guess_rgb((3, 10, 10))

@@ -56,12 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", dest="rgb", action="store_true", default=None, help="last axis is RGB(A)")
     p.add_argument("--no-rgb", dest="rgb", action="store_false", help="last axis is spatial")
     p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="map LO..HI to 0..255 (default: the image's range)")
+                   help="gray images: map LO..HI to 0..255 (default: the image's range); not with "
+                        "--channel rgb, which scales each channel to its own range")
     p.add_argument("--channel-axis", type=int, default=None, metavar="K",
                    help="leading axis that holds channels (default: none, every leading axis is planes)")
-    p.add_argument("--channel", default="0", metavar="C",
-                   help="with --channel-axis: the channel to embed, or 'rgb' for channels 0-2 as RGB")
+    p.add_argument("--channel", default=None, metavar="C",
+                   help="needs --channel-axis: the channel to embed (default 0), or 'rgb' for channels "
+                        "0-2 as RGB, each scaled to its own range")
     return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option combinations that would be ignored or misread (exit 2, like argparse)."""
+    if args.channel is not None and args.channel_axis is None:
+        parser.error("--channel needs --channel-axis (the leading axis that holds the channels)")
+    if args.contrast_limits is not None and str(args.channel).lower() == "rgb":
+        parser.error("--contrast-limits cannot be used with --channel rgb: the composite scales each "
+                     "channel to its own range")
 
 
 def select_channel(image, rgb: bool, axis: int | None, channel: str):
@@ -83,14 +94,16 @@ def select_channel(image, rgb: bool, axis: int | None, channel: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     from .engine import StoreMismatch, VolumeEmbeddings
     from .weights import load_model
 
     try:
         image = open_image(args.image)
         rgb = guess_rgb(image.shape) if args.rgb is None else args.rgb
-        image, rgb = select_channel(image, rgb, args.channel_axis, args.channel)
+        image, rgb = select_channel(image, rgb, args.channel_axis, args.channel or "0")
         predictor = load_model(args.model, device=args.device)
         vol = VolumeEmbeddings(image, predictor, rgb=rgb, contrast_limits=args.contrast_limits,
                                tile=args.tile, halo=args.halo)
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{int(np.prod(vol.index_shape))} item(s) of index shape {vol.index_shape}"
               + (f", tiles {vol.layout.tile}+{vol.layout.halo}" if vol.layout else ""), flush=True)
         vol.attach_store(args.out)
-    except (FileNotFoundError, ValueError, StoreMismatch, RuntimeError) as exc:
+    except (OSError, ValueError, StoreMismatch, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     todo = vol.missing()
@@ -107,11 +120,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     bar = _progress_bar(len(todo))
+    vol.on_store_problem = lambda exc: None  # a failed write is an error here (below), not a warning
+
+    def progress(done: int, total: int) -> None:
+        if vol.store_write_error is not None:  # the engine goes on in memory; here that is pointless
+            raise vol.store_write_error
+        bar(done)
+
     try:
-        vol.precompute(todo, progress=lambda done, total: bar(done))
+        vol.precompute(todo, progress=progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: run the same command again to resume ({args.out})", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"\nerror: cannot write to {args.out}: {exc}", file=sys.stderr)
+        return 1
     print(f"\n{args.out}: {len(todo)} embedding(s) in {time.perf_counter() - t0:.1f} s")
     return 0
 
