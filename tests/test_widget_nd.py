@@ -200,33 +200,53 @@ def test_reuses_a_store_made_with_cli_defaults(viewer, widget, stack, tiny_check
     assert count_embeddings == []  # every plane came from the store (prefetch included)
 
 
+@pytest.fixture()
+def shown_warnings(monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari_sam.widgets.sam_widget.show_warning", shown.append)
+    return shown
+
+
 def test_refuses_stores_for_other_pixels_model_or_format(viewer, widget, stack, tiny_checkpoint, tmp_path,
-                                                        count_embeddings):
+                                                        shown_warnings, monkeypatch):
     import tifffile
 
     from napari_sam.engine import EmbeddingStore
+    from napari_sam.engine import volume as volume_module
     from napari_sam.model import build_sam, random_state_dict
 
     path, store = tmp_path / "stack.tif", tmp_path / "stack.zarr"
     tifffile.imwrite(path, stack)
     assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu"]) == 0
+    hashed, signature = [], volume_module.image_signature
+    monkeypatch.setattr(volume_module, "image_signature", lambda *a, **k: hashed.append(1) or signature(*a, **k))
     layer = viewer.add_image(stack + 1, name="stack")  # other pixels
-    widget.planes.prefetch_radius = 0
-    assert widget.open_embedding_store(store) is None and widget.planes.store_path == store
+    widget.open_embedding_store(store)
+    assert widget.planes.store_path == store and "opened for 'stack'" in widget.status_text
+    assert not hashed  # checked when first used
     widget.load_model(str(tiny_checkpoint), device="cpu")
     assert widget.wait_idle(60)
-    assert "failed" in widget.status_text and "was computed for other pixels" in widget.status_text
+    assert widget.embedding is not None and widget.embedding[0] == widget.current_key()  # the plane on screen
+    assert "was computed for other pixels" in widget.status_text and "failed" not in widget.status_text
+    assert len(shown_warnings) == 1 and "not used for 'stack'" in shown_warnings[0]  # once, prefetch included
     vol = widget.planes.volume
     assert vol.store is None and not vol.adopted_limits and vol.contrast_limits == tuple(layer.contrast_limits)
-    go_to(viewer, 1)  # the widget goes on without the store, computing the plane
-    assert widget.wait_idle(60) and widget.embedding[0].plane == (1,)
+    assert all(vol.cached((z, 0, 0)) is not None for z in range(5))  # prefetched without the store
+    assert widget.planes.store_path is None and len(hashed) == 1  # forgotten for the image
+
+    widget.load_model(str(tiny_checkpoint), device="cpu")  # a new volume: the store is not tried again
+    assert widget.wait_idle(60) and widget.planes.volume is not vol and widget.embedding is not None
+    assert len(hashed) == 1 and len(shown_warnings) == 1
+    assert "store" not in widget.status_text
 
     other = tmp_path / "other.pth"
     model = build_sam("vit_tiny_test")
     torch.save(random_state_dict(model, seed=99), other)
     layer.data = stack  # the right pixels now, but another model
+    widget.open_embedding_store(store)
     widget.load_model(str(other), device="cpu")
-    assert widget.wait_idle(60) and "other weights" in widget.status_text
+    assert widget.wait_idle(60) and "other weights" in widget.status_text and widget.embedding is not None
+    assert len(shown_warnings) == 2 and widget.planes.store_path is None
 
     group = EmbeddingStore(store).group
     attrs = dict(group.attrs["napari_sam"])
@@ -235,6 +255,42 @@ def test_refuses_stores_for_other_pixels_model_or_format(viewer, widget, stack, 
     assert "format 99" in widget.status_text and "update napari-sam" in widget.status_text
     widget.open_embedding_store(tmp_path)  # a folder that is no store
     assert "Cannot use" in widget.status_text and "no embedding store" in widget.status_text
+
+
+def test_a_store_that_cannot_be_written_is_still_used(viewer, widget, stack, tiny_checkpoint, tmp_path,
+                                                      shown_warnings, monkeypatch):
+    """A shared precomputed store in a read-only folder: its planes are read, missing ones are
+    computed and kept in memory, with one warning."""
+    import tifffile
+
+    from napari_sam.engine import EmbeddingStore
+
+    path, store = tmp_path / "stack.tif", tmp_path / "stack.zarr"
+    tifffile.imwrite(path, stack)
+    assert embed_main([str(path), "--model", str(tiny_checkpoint), "--out", str(store), "--device", "cpu"]) == 0
+    EmbeddingStore(store).group["done"][1:4] = False  # only planes 0 and 4 in the store
+    tried = []
+
+    def refuse(self, index, embedding):
+        tried.append(index)
+        raise PermissionError(13, "Permission denied", str(store))
+
+    monkeypatch.setattr(EmbeddingStore, "put", refuse)
+    viewer.add_image(stack, name="stack")
+    go_to(viewer, 2)
+    widget.open_embedding_store(store)
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(60)
+    assert widget.embedding is not None and widget.embedding[0].plane == (2,), widget.status_text
+    vol = widget.planes.volume
+    assert vol.store is not None and isinstance(vol.store_write_error, PermissionError)
+    assert "not writable: new embeddings kept in memory" in widget.status_text
+    assert len(shown_warnings) == 1 and "Cannot write to embedding store 'stack.zarr'" in shown_warnings[0]
+    assert len(tried) == 1  # not retried after the first failure
+    assert all(vol.cached((z, 0, 0)) is not None for z in range(5))  # prefetch went on in memory
+    go_to(viewer, 3)
+    assert widget.wait_idle(60) and widget.embedding[0].plane == (3,)
+    assert len(shown_warnings) == 1 and widget.planes.store_path == store  # still used
 
 
 def test_cancel_during_propagation(ready, viewer, qtbot):

@@ -6,7 +6,9 @@ chosen (see :mod:`.axes`). Embeddings live in one :class:`~napari_sam.engine.Vol
 per (layer, data version, model): computed for the plane on screen, prefetched for its
 neighbours along the *through* axis while idle, kept in a bounded LRU cache, and read from /
 written to an on-disk store when one is opened for the image (its contrast limits are then
-adopted). Large planes are tiled: tiles are embedded when a prompt needs them.
+adopted). A store that does not fit is reported once and forgotten for the image (the plane is
+embedded without it); one that cannot be written is still read (new embeddings stay in
+memory), with a warning. Large planes are tiled: tiles are embedded when a prompt needs them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import numpy as np
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFileDialog
 
 from ..engine import EmbeddingCache, EmbeddingStore, PropagationStep, VolumeEmbeddings, propagate
@@ -23,6 +26,10 @@ from .jobs import Task, TaskRunner
 
 PREFETCH_RADIUS = 2
 CACHE_MIB = 512
+
+
+class _Relay(QObject):
+    store_problem = Signal(object, object, object, bool)  # layer, store path, exception, refused; to the GUI thread
 
 
 class Planes:
@@ -40,6 +47,8 @@ class Planes:
         self.propagator = TaskRunner(w._progress)
         self._shown: tuple[int, ...] | None = None
         self.axes = Axes(w)
+        self._relay = _Relay()
+        self._relay.store_problem.connect(self._store_problem)
         w.ui.open_store.clicked.connect(self._open_store_clicked)
 
     @property
@@ -120,6 +129,17 @@ class Planes:
         if path:
             self.w.open_embedding_store(path)
 
+    def _store_problem(self, layer, path, exc: Exception, refused: bool) -> None:
+        """A volume refused (or could not write to) the store at ``path`` (reported once per volume)."""
+        name, why = Path(path).name, _first_line(exc)
+        if not refused:
+            self.w.message(f"Cannot write to embedding store '{name}' ({why}): it is still read, and new "
+                           "embeddings are kept in memory only.", warn=True)
+            return
+        if self.stores.get(layer) == Path(path):
+            del self.stores[layer]  # refused: not checked again for every new volume (model, channel)
+        self.w.message(f"Embedding store '{name}' not used for '{layer.name}': {why}", warn=True)
+
     def note(self) -> str:
         """How the image is embedded, for the status line ('' for a plain image)."""
         vol, parts = self.volume, []
@@ -129,8 +149,11 @@ class Planes:
             parts.append("large image: tiles are embedded where you click")
         if self.axes.describe():
             parts.append(f"SAM sees {self.axes.describe()}")
+        if vol.store_refused is not None:
+            parts.append(f"embedding store not used: {_first_line(vol.store_refused)}")
         if vol.store is not None:
-            parts.append(f"embeddings from '{vol.store.path.name}'")
+            read_only = " (not writable: new embeddings kept in memory)" if vol.store_write_error else ""
+            parts.append(f"embeddings from '{vol.store.path.name}'{read_only}")
             if not vol.rgb:
                 source = " (the store's)" if vol.adopted_limits else ""
                 parts.append(_limits_text(vol.contrast_limits) + source)
@@ -145,8 +168,10 @@ class Planes:
             self.volume = VolumeEmbeddings(data, self.w.model.predictor, rgb=rgb, contrast_limits=limits,
                                            cache=EmbeddingCache(self.cache_mib))
             self._volume_id = vid
-            if self.store_path is not None:
-                self.volume.use_store(self.store_path)
+            vol, layer, path, relay = self.volume, self.w.image, self.store_path, self._relay
+            if path is not None:
+                vol.on_store_problem = lambda exc: relay.store_problem.emit(layer, path, exc, exc is vol.store_refused)
+                vol.use_store(path)
         return self.volume
 
     def item(self, plane: tuple[int, ...]) -> tuple[int, ...]:
@@ -197,6 +222,10 @@ class Planes:
         ann.show_propagated({self.labels_at(p): mask for p, mask in planes.items()})
         why = "; ".join(f"stopped at {i} ({reason})" for i, reason in stops) or "reached both ends"
         self.w.message(f"Propagated through {len(planes)} planes ({why}). C commits them as one object.")
+
+
+def _first_line(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:400]
 
 
 def _limits_text(limits) -> str:
