@@ -77,20 +77,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def select_channel(image, rgb: bool, axis: int | None, channel: str):
     """``(image, rgb)`` as the widget sees it with the same channel axis and channel."""
-    from .engine import ChannelComposite, ChannelSlice
+    from .engine import channel_view
 
-    if axis is None:
-        return image, rgb
-    n = image.ndim - (3 if rgb else 2)
-    if not 0 <= axis < n:
-        raise ValueError(f"--channel-axis {axis} is not a leading axis of an image of shape {tuple(image.shape)}")
-    if channel.lower() == "rgb":
-        if rgb:
-            raise ValueError("--channel rgb needs a gray multichannel image (this one is RGB already)")
-        return ChannelComposite(image, axis, range(min(3, image.shape[axis]))), True
-    if not channel.isdigit():
-        raise ValueError(f"--channel takes a channel number or 'rgb', got {channel!r}")
-    return ChannelSlice(image, axis, int(channel)), rgb
+    try:
+        return channel_view(image, rgb, axis, channel)
+    except ValueError as exc:  # name the options in the message
+        raise ValueError(f"--channel-axis {axis} / --channel {channel}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

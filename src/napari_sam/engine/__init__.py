@@ -4,7 +4,7 @@ from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_devi
 from .preprocess import Geometry, to_rgb_uint8
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
-from .channels import ChannelComposite, ChannelSlice
+from .channels import ChannelComposite, ChannelSlice, channel_view
 from .propagate import PropagationStep, PropagationStop, propagate
 from .store import EmbeddingStore, StoreInfo, StoreMismatch
 from .tiling import TileLayout
@@ -15,4 +15,4 @@ __all__ = [
     "PlanePrediction", "Prediction", "Predictor", "PropagationStep", "PropagationStop", "StoreInfo", "StoreMismatch",
     "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
-__all__ += ["generate_masks", "masks_to_labels"]
+__all__ += ["channel_view", "generate_masks", "masks_to_labels"]

@@ -95,3 +95,20 @@ class ChannelComposite(_View):
         while len(planes) < 3:
             planes.append(np.zeros_like(planes[0]))
         return np.stack(planes, axis=-1)[..., key[-1]]
+
+
+def channel_view(image, rgb: bool, axis: int | None, channel: int | str):
+    """``(data, rgb)`` that SAM segments of ``image``: the image itself (``axis`` None), channel
+    ``channel`` of leading ``axis``, or ``channel="rgb"``: channels 0-2 as RGB (each scaled to
+    its own range). Shared by the widget and ``napari-sam embed`` so a store matches the widget."""
+    if axis is None:
+        return image, rgb
+    if not 0 <= axis < image.ndim - (3 if rgb else 2):
+        raise ValueError(f"channel axis {axis} is not a leading axis of an image of shape {tuple(image.shape)}")
+    if str(channel).lower() == "rgb":
+        if rgb:
+            raise ValueError("channels as RGB need a gray multichannel image (this one is RGB already)")
+        return ChannelComposite(image, axis, range(min(3, image.shape[axis]))), True
+    if not str(channel).isdigit():
+        raise ValueError(f"the channel is a channel number or 'rgb', got {channel!r}")
+    return ChannelSlice(image, axis, int(channel)), rgb

@@ -18,7 +18,7 @@ index* is a plane with ``None`` ("every channel") inserted at the channel axis.
 
 from __future__ import annotations
 
-from ..engine import ChannelComposite, ChannelSlice
+from ..engine import channel_view
 
 RGB = "rgb"
 CHANNEL_NAMES = {"c", "ch", "channel", "channels"}
@@ -81,12 +81,8 @@ class Axes:
     def source(self, image):
         """``(data, rgb, contrast_limits)`` that SAM segments for ``image``."""
         limits = None if image.rgb else tuple(float(v) for v in image.contrast_limits)
-        if self.channel_axis is None:
-            return image.data, image.rgb, limits
-        if self.channel == RGB:
-            n = lead_shape(image)[self.channel_axis]
-            return ChannelComposite(image.data, self.channel_axis, range(min(3, n))), True, None
-        return ChannelSlice(image.data, self.channel_axis, int(self.channel)), image.rgb, limits
+        data, rgb = channel_view(image.data, image.rgb, self.channel_axis, self.channel)
+        return data, rgb, None if rgb else limits
 
     def describe(self) -> str:
         """What SAM sees, for the status line ('' without a channel axis)."""
