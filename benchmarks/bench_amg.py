@@ -8,7 +8,7 @@ times per generator and the best time is reported. Both generators embed the ima
     python benchmarks/bench_amg.py --model vit_b --device cuda --points 32
 
 ``--weights plain`` uses the seeded random weights as they are (speckled masks, near-zero
-logits); ``coherent`` (default) uses the edited weights of ``tests/test_automatic.py``, which
+logits); ``coherent`` (default) uses the edited weights of ``tests/synthetic.py``, which
 give image-like masks so the filters behave as with trained weights.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the oracles and test data live in the source checkout's tests/
 
-import reference  # noqa: E402
-from test_automatic import coherent_state, discs_image  # noqa: E402
+from tests.oracles import sam1 as reference  # noqa: E402
+from tests.synthetic import coherent_state, discs_image  # noqa: E402
 
 from napari_sam.engine import Predictor, generate_masks  # noqa: E402
 from napari_sam.model import build_sam, random_state_dict  # noqa: E402

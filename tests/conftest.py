@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # for `import reference`
+sys.path.insert(0, str(Path(__file__).parents[1]))  # `tests.oracles`, `tests.synthetic` (also for benchmarks)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 

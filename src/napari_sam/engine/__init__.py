@@ -1,10 +1,10 @@
 """NumPy in / NumPy out engine: preprocessing, Predictor, embeddings (no Qt, no napari)."""
 
-from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
-from .preprocess import Geometry, to_rgb_uint8
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .channels import ChannelComposite, ChannelSlice, channel_view
+from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
+from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
 from .store import EmbeddingStore, StoreInfo, StoreMismatch
 from .tiling import TileLayout

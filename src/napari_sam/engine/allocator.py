@@ -36,7 +36,7 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only (musl has no mallopt thresholds)
+        _ = libc.gnu_get_libc_version  # glibc only (musl has no mallopt thresholds)
         return libc
     except (OSError, AttributeError):
         return None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..io.tiff import smallest_uint_dtype
 from .mask_ops import (
     crop_boxes,
     mask_boxes,
@@ -344,5 +345,5 @@ def masks_to_labels(masks: list[dict] | list[np.ndarray], shape: tuple[int, int]
         labels = labels + 1
     count = len(present) - (present[0] == 0)
     if dtype is None:
-        dtype = np.uint8 if count < 2**8 else np.uint16 if count < 2**16 else np.uint32
+        dtype = smallest_uint_dtype(count)
     return labels.reshape(rank.shape).astype(dtype)

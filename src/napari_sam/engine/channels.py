@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import rescale_to_uint8
-from .volume import estimate_limits
+from .preprocess import estimate_limits, rescale_to_uint8
 
 
 def _full_key(key, ndim: int) -> tuple:

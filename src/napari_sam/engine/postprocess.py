@@ -15,7 +15,7 @@ size, all in float. :func:`masks_from_logits` gives bit-identical masks with les
    evaluated, with the kernel's own weights and operation order.
 
 Only CPU tensors and threshold 0 take the lean path; anything else uses the straightforward
-one. ``tests/test_postprocess.py`` checks identity against the straightforward result.
+one. ``tests/engine/test_postprocess.py`` checks identity against the straightforward result.
 """
 
 from __future__ import annotations

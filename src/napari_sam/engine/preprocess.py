@@ -51,6 +51,22 @@ def robust_limits(image: np.ndarray) -> tuple[float, float]:
     return float(finite.min()), float(finite.max())
 
 
+SAMPLE_PIXELS = 4_000_000
+
+
+def estimate_limits(image, rgb: bool) -> tuple[float, float] | None:
+    """Global contrast limits for non-uint8 images from a strided sample (None for uint8)."""
+    if image.dtype == np.uint8:
+        return None
+    spatial = 3 if rgb else 2
+    step = max(1, int(np.ceil((np.prod(image.shape, dtype=float) / SAMPLE_PIXELS) ** (1 / image.ndim))))
+    sample = np.asarray(image[tuple(slice(None, None, step) for _ in range(image.ndim - spatial + 2))])
+    sample = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
+    if sample.size == 0:
+        return 0.0, 1.0
+    return float(sample.min()), float(sample.max())
+
+
 def rescale_to_uint8(image: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
     if not np.issubdtype(image.dtype, np.number):
         raise TypeError(f"image dtype {image.dtype} is not numeric")
@@ -92,7 +108,7 @@ class Geometry:
     input_size: tuple[int, int]
 
     @classmethod
-    def for_image(cls, height: int, width: int, longest: int) -> "Geometry":
+    def for_image(cls, height: int, width: int, longest: int) -> Geometry:
         return cls((height, width), resized_shape(height, width, longest))
 
     @property

@@ -79,7 +79,7 @@ class StoreInfo:
                            "tile": self.tile, "halo": self.halo}}
 
     @classmethod
-    def from_attrs(cls, attrs: dict, where: object = "the store") -> "StoreInfo":
+    def from_attrs(cls, attrs: dict, where: object = "the store") -> StoreInfo:
         """Parse the ``napari_sam`` attribute; raise :class:`StoreMismatch` for an unknown format."""
         fmt, version = attrs.get("format"), attrs.get("version")
         if fmt != FORMAT:
@@ -137,7 +137,7 @@ class EmbeddingStore:
         self.info = StoreInfo.from_attrs(attrs, self.path)
 
     @classmethod
-    def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32") -> "EmbeddingStore":
+    def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32") -> EmbeddingStore:
         import zarr
 
         n = len(info.index_shape)

@@ -27,23 +27,9 @@ import numpy as np
 
 from .cache import EmbeddingCache
 from .predictor import Embedding, Prediction, Predictor
+from .preprocess import estimate_limits
 from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, model_fingerprint
 from .tiling import TileLayout, choose_layout, prompt_extent
-
-SAMPLE_PIXELS = 4_000_000
-
-
-def estimate_limits(image, rgb: bool) -> tuple[float, float] | None:
-    """Global contrast limits for non-uint8 images from a strided sample (None for uint8)."""
-    if image.dtype == np.uint8:
-        return None
-    spatial = 3 if rgb else 2
-    step = max(1, int(np.ceil((np.prod(image.shape, dtype=float) / SAMPLE_PIXELS) ** (1 / image.ndim))))
-    sample = np.asarray(image[tuple(slice(None, None, step) for _ in range(image.ndim - spatial + 2))])
-    sample = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
-    if sample.size == 0:
-        return 0.0, 1.0
-    return float(sample.min()), float(sample.max())
 
 
 @dataclass(frozen=True)

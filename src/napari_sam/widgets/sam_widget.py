@@ -29,7 +29,6 @@ from .links import Links
 from .planes import Planes
 from .ui import MODEL_FILE, NEW_LABELS, build_panel
 
-
 _SERIALS = count(1)
 
 

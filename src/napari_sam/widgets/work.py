@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
 from ..engine import Predictor, VolumeEmbeddings
 from .prompts import DecodePlan
 from .state import Candidate, merge_objects, rank_single

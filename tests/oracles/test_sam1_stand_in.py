@@ -1,4 +1,4 @@
-"""The torchvision stand-in of tests/reference.py must behave like the real torchvision.
+"""The torchvision stand-in of tests/oracles/sam1.py must behave like the real torchvision.
 
 Runs only where the real torchvision imports (e.g. a venv with torch==2.14.1 and
 torchvision==0.29.1); CI's CPU-only torch cannot import PyPI's torchvision.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference
+from tests.oracles import sam1 as reference
 
 pytestmark = pytest.mark.skipif(not reference.real_torchvision_available(), reason="real torchvision not importable")
 

@@ -11,8 +11,7 @@ import pytest
 
 from napari_sam.engine import Predictor
 from napari_sam.model import build_sam, random_state_dict
-
-import reference
+from tests.oracles import sam1 as reference
 
 PROMPTS = [  # (points (row, col), labels, box (r0, c0, r1, c1), use previous logits, multimask)
     (np.array([[80.0, 100.0]]), np.array([1]), None, False, True),

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+from ..io.images import IMAGE_SUFFIXES, guess_rgb, open_image
+
 OUTPUT_SUFFIX = "_labels.tif"
 
 _LOCAL = threading.local()  # per worker thread: {(model, device): Predictor}
@@ -47,29 +48,16 @@ def cached_predictor(model: str, device: str, torch_threads: int | None = None):
         import torch
 
         torch.set_num_threads(torch_threads)
-    from .weights import load_model
+    from ..weights import load_model
 
     cache[key] = load_model(model, device=device)
     return cache[key], True
 
 
-def read_image(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    if suffix == ".npy":
-        return np.load(path)
-    from skimage.io import imread
-
-    return imread(path)
-
-
 def planes_of(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
     """Leading (stack) shape and whether the last axis is colour (like napari: a last axis of
     3 or 4 on 3+ dimensions)."""
-    rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    rgb = guess_rgb(image.shape)
     plane_dims = 3 if rgb else 2
     if image.ndim < plane_dims:
         raise ValueError(f"not an image: shape {image.shape}")
@@ -78,13 +66,13 @@ def planes_of(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
 
 def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple[np.ndarray, int]:
     """Label image (uint32, the input's shape without colour axis) and the number of masks."""
-    from .engine import generate_masks, masks_to_labels
-    from .engine.preprocess import robust_limits
+    from ..engine import generate_masks, masks_to_labels
+    from ..engine.preprocess import estimate_limits
 
     stack, rgb = planes_of(image)
     if rgb and image.shape[-1] == 4:
         image = image[..., :3]
-    limits = None if image.dtype == np.uint8 else robust_limits(np.asarray(image))
+    limits = estimate_limits(image, rgb)  # as `napari-sam embed` and the widget normalise a stack
     plane_shape = image.shape[len(stack): len(stack) + 2]
     labels = np.zeros((*stack, *plane_shape), dtype=np.uint32)
     total = 0
@@ -111,14 +99,14 @@ def segment_file(src: str, dst: str, model: str, device: str, params: dict,
         if Path(dst).exists() and not overwrite:
             record["status"] = "skipped"
             return record
-        image = read_image(Path(src))
+        image = open_image(src)
         planes_of(image)  # shape check before loading a model
         predictor, record["loaded_model"] = cached_predictor(model, device, torch_threads)
         import torch
 
         record["torch_threads"] = torch.get_num_threads()
         labels, count = segment_image(predictor, image, params, log)
-        from .io import write_labels_tiff
+        from ..io import write_labels_tiff
 
         write_labels_tiff(Path(dst), labels)  # atomic, with the usual permissions
         record.update(status="done", masks=count)
@@ -173,7 +161,7 @@ PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_s
 def collect_inputs(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        if path.is_dir() and path.suffix.lower() != ".zarr":  # a .zarr folder is one image
             found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
         else:
             found.append(path)  # a missing file is reported as a failure, like a corrupt one
@@ -256,7 +244,7 @@ def _run_distributed(args, jobs, params, done: int, total: int) -> list[dict]:
     except ImportError:
         print("error: --workers/--scheduler need dask.distributed: pip install "
               "'napari-sam-annotator[distributed]'", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     import logging
 
     cluster = None

@@ -2,7 +2,7 @@
 
 Plain random weights give near-zero logits, speckled masks whose boxes cover the whole image
 and stability scores near 0, so the default filters would keep at most one mask and the
-parity test would prove little. :func:`coherent_state` therefore edits the random weights
+parity test would prove little. :func:`tests.synthetic.coherent_state` therefore edits the random weights
 (both generators get the identical edited weights): the transposed convolutions of the mask
 upscaler get the same kernel at every sub-pixel offset (no 4x4 checkerboard), the mask logits
 are scaled up (sharp masks, stability near 1) and the IoU head is shifted up. On an image of
@@ -30,35 +30,10 @@ from napari_sam.engine.mask_ops import (
 from napari_sam.engine.predictor import upscale_logits
 from napari_sam.engine.preprocess import Geometry
 from napari_sam.model import build_sam
-
-import reference
+from tests.oracles import sam1 as reference
+from tests.synthetic import coherent_state, discs_image
 
 OFF = dict(pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
-
-
-def coherent_state(state: dict[str, torch.Tensor], scale: float = 1000.0, iou_shift: float = 0.8):
-    state = dict(state)
-    for key in ("mask_decoder.output_upscaling.0.weight", "mask_decoder.output_upscaling.3.weight"):
-        weight = state[key].clone()
-        weight[:] = weight[..., :1, :1]
-        state[key] = weight
-    for i in range(4):
-        key = f"mask_decoder.output_hypernetworks_mlps.{i}.layers.2"
-        state[key + ".weight"] = state[key + ".weight"] * scale
-        state[key + ".bias"] = state[key + ".bias"] * scale
-    key = "mask_decoder.iou_prediction_head.layers.2.bias"
-    state[key] = state[key] + iou_shift
-    return state
-
-
-def discs_image() -> np.ndarray:
-    rr, cc = np.mgrid[:300, :400]
-    img = np.full((300, 400, 3), 40, np.uint8)
-    discs = [(80, 100, 40), (200, 300, 60), (220, 90, 25), (70, 300, 30), (160, 200, 20)]
-    colours = [(250, 60, 60), (60, 250, 60), (60, 60, 250), (250, 250, 60), (200, 200, 200)]
-    for (r, c, rad), colour in zip(discs, colours):
-        img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] = colour
-    return img
 
 
 @pytest.fixture(scope="module")

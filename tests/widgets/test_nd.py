@@ -7,32 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.embedding_cli import main as embed_main
+from napari_sam.cli.embed import main as embed_main
 from napari_sam.io import read_labels_tiff
 
-from test_widget import viewer, widget, with_role  # noqa: F401 (fixtures)
-
-
-@pytest.fixture(scope="module")
-def stack():
-    """(5, 96, 128) uint16: a bright disc drifting through z on a noisy background."""
-    rng = np.random.default_rng(11)
-    rr, cc = np.mgrid[:96, :128]
-    data = rng.integers(0, 400, (5, 96, 128)).astype(np.uint16)
-    for z in range(5):
-        data[z][(rr - 48) ** 2 + (cc - 50 - 3 * z) ** 2 < 22**2] += 3000
-    return data
-
-
-def add_point(viewer, row, col):
-    (points,) = with_role(viewer, "points")
-    points.add([[row, col]])
-
-
-def go_to(viewer, z):
-    step = list(viewer.dims.current_step)
-    step[0] = z
-    viewer.dims.current_step = tuple(step)
+from .helpers import add_point, go_to, with_role  # noqa: F401
 
 
 @pytest.fixture()
@@ -142,22 +120,6 @@ def test_large_plane_is_tiled_and_embedded_where_clicked(viewer, widget, tiny_ch
     assert labels.data.shape == (2200, 300)
     assert np.array_equal(labels.data[r0:r0 + chosen.mask.shape[0]] > 0, chosen.mask > 0)
     assert not labels.data[:r0].any()
-
-
-@pytest.fixture()
-def count_embeddings(monkeypatch):
-    """Every embedding computed from now on (in any thread) is counted."""
-    from napari_sam.engine import Predictor
-
-    calls = []
-    original = Predictor.compute_embedding
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Predictor, "compute_embedding", counting)
-    return calls
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])

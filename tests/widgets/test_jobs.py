@@ -14,8 +14,7 @@ import pytest
 from napari_sam.engine import Cancelled
 from napari_sam.widgets import work
 
-from test_widget import viewer, widget  # noqa: F401 (fixtures)
-from test_widget import candidates, points_layer
+from .helpers import candidates, points_layer
 
 
 class Gates:

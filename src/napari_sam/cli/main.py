@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from collections.abc import Callable
 
-# name -> module with ``main(argv) -> int | None``. Adding a subcommand is one line here.
-SUBCOMMANDS: dict[str, str] = {
-    "segment": "napari_sam.batch",
-    "embed": "napari_sam.embedding_cli",
+from . import embed, segment
+
+# name -> ``main(argv) -> int | None``. Adding a subcommand is one line here (its module imports
+# its heavy dependencies inside its functions, so ``napari-sam --help`` stays fast).
+SUBCOMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "segment": segment.main,
+    "embed": embed.main,
 }
 
 
@@ -30,10 +33,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]])
-        return int(module.main(argv[1:]) or 0)
+        return int(SUBCOMMANDS[argv[0]](argv[1:]) or 0)
     args = _parser().parse_args(argv)
-    from .widgets.launch import launch
+    from ..widgets.launch import launch
 
     return launch(args.image, model=args.model, device=args.device)
 

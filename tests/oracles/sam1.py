@@ -1,13 +1,13 @@
-"""The reference ``segment-anything==1.0`` for benchmarks: import it and build it on our weights.
+"""Oracle: the reference ``segment-anything==1.0``, imported and built on our weights (tests and
+``benchmarks/ --compare-reference``; a test extra, never a dependency of the package).
 
 The reference imports torchvision for a PIL resize and a PIL conversion (its predictor) and for
 box NMS (its automatic mask generator). PyPI's torchvision wheels do not import beside a
 CPU-only torch, so when the real torchvision is missing :func:`load_reference` installs a small
 stand-in module: ``resize`` and ``to_pil_image`` do what torchvision does for PIL images
 (``PIL.Image.resize(..., BILINEAR)``, ``Image.fromarray``); ``box_area`` and ``batched_nms``
-are textbook greedy NMS per category. The tests use the same module as their oracle and
-``tests/test_reference_shim.py`` checks the stand-in against the real torchvision where it
-imports.
+are textbook greedy NMS per category. ``tests/oracles/test_sam1_stand_in.py`` checks the
+stand-in against the real torchvision where it imports.
 """
 
 from __future__ import annotations
@@ -92,9 +92,12 @@ def load_reference():
                           "pip install segment-anything==1.0") from exc
 
 
+load = load_reference
+
+
 def reference_sam(model_type: str, state_dict: dict[str, torch.Tensor]):
     """The reference ``Sam`` for one of our configurations, loaded with ``state_dict``."""
-    from .model import CONFIGS
+    from napari_sam.model import CONFIGS
 
     load_reference()
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer

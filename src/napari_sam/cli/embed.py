@@ -15,34 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def open_image(path: Path):
-    """A lazily readable array for ``.tif``/``.tiff`` (memory-mapped when possible),
-    ``.npy`` (memory-mapped) or a ``.zarr`` array; other files via scikit-image."""
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise FileNotFoundError(f"no such image: {path}")
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            return tifffile.memmap(path, mode="r")
-        except Exception:  # compressed or tiled TIFF: read it
-            return tifffile.imread(path)
-    if suffix == ".npy":
-        return np.load(path, mmap_mode="r")
-    if suffix == ".zarr":
-        import zarr
-
-        return zarr.open_array(str(path), mode="r")
-    from skimage.io import imread
-
-    return imread(path)
-
-
-def guess_rgb(shape: tuple[int, ...]) -> bool:
-    """Like napari: a last axis of 3 or 4 on an image of 3+ dimensions is colour."""
-    return len(shape) >= 3 and shape[-1] in (3, 4)
+from ..io.images import guess_rgb, open_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +50,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def select_channel(image, rgb: bool, axis: int | None, channel: str):
     """``(image, rgb)`` as the widget sees it with the same channel axis and channel."""
-    from .engine import channel_view
+    from ..engine import channel_view
 
     try:
         return channel_view(image, rgb, axis, channel)
@@ -89,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    from .engine import StoreMismatch, VolumeEmbeddings
-    from .weights import load_model
+    from ..engine import StoreMismatch, VolumeEmbeddings
+    from ..weights import load_model
 
     try:
         image = open_image(args.image)

@@ -7,9 +7,10 @@ import pytest
 import tifffile
 import torch
 
-from napari_sam.embedding_cli import guess_rgb, main
+from napari_sam.cli.embed import main
 from napari_sam.engine import ChannelComposite, EmbeddingStore, Predictor, VolumeEmbeddings
 from napari_sam.engine.store import Normalisation
+from napari_sam.io.images import guess_rgb
 
 
 @pytest.fixture()

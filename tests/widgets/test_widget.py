@@ -2,48 +2,20 @@
 
 Without a display, tests drive a headless ``napari.components.ViewerModel`` (layers, events,
 key bindings, no OpenGL canvas); with one (e.g. ``xvfb-run`` and ``QT_QPA_PLATFORM=xcb``) the
-same tests run on a real ``napari.Viewer``. ``test_widget_dock.py`` covers the manifest.
+same tests run on a real ``napari.Viewer``. ``test_dock.py`` covers the manifest.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 import pytest
-from napari.components import ViewerModel
 
 from napari_sam.io import read_labels_tiff
-from napari_sam.widgets import SamWidget
+from napari_sam.widgets import SamWidget  # noqa: F401
 
-
-def with_role(viewer, role):
-    return [lay for lay in viewer.layers if lay.metadata.get("napari_sam", {}).get("role") == role]
-
-
-def candidates(viewer):
-    return sorted(with_role(viewer, "candidate"), key=lambda lay: lay.metadata["napari_sam"]["index"])
-
-
-HAS_DISPLAY = bool(os.environ.get("DISPLAY")) and os.environ.get("QT_QPA_PLATFORM") not in (None, "offscreen")
-
-
-@pytest.fixture()
-def viewer(request):
-    """A real napari viewer where a display with OpenGL exists, else the headless model."""
-    if HAS_DISPLAY:
-        return request.getfixturevalue("make_napari_viewer")()
-    return ViewerModel()
-
-
-@pytest.fixture()
-def widget(qtbot, viewer):
-    w = SamWidget(viewer)
-    qtbot.addWidget(w)
-    yield w
-    w.cancel()
-    assert w.wait_idle(60)
+from .helpers import boxes_layer, candidates, points_layer, record_predict_calls, with_role  # noqa: F401
 
 
 @pytest.fixture()
@@ -54,24 +26,6 @@ def ready(viewer, widget, rgb_image, tiny_checkpoint):
     assert widget.wait_idle(60)
     assert widget.embedding is not None, widget.status_text
     return widget
-
-
-def points_layer(viewer):
-    (layer,) = with_role(viewer, "points")
-    return layer
-
-
-def record_predict_calls(w, monkeypatch) -> list[dict]:
-    """The keyword arguments of every ``predict`` call the widget's predictor gets from now on."""
-    calls: list[dict] = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
-    return calls
-
-
-def boxes_layer(viewer):
-    (layer,) = with_role(viewer, "boxes")
-    return layer
 
 
 def test_end_to_end_point_three_candidates_commit_undo_redo_export(ready, viewer, tmp_path):

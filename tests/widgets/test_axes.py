@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_sam.embedding_cli import main as embed_main
+from napari_sam.cli.embed import main as embed_main
 from napari_sam.io import read_labels_tiff
 
-from test_widget import viewer, widget, with_role  # noqa: F401 (fixtures)
-from test_widget_nd import add_point, count_embeddings  # noqa: F401 (fixture)
+from .helpers import add_point, with_role
 
 
 def set_step(viewer, **steps):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-import types
+import importlib
 from importlib.metadata import entry_points
 
 import pytest
 
 from napari_sam import cli
+
+main_module = importlib.import_module("napari_sam.cli.main")  # `napari_sam.cli.main` is the function
 
 
 @pytest.fixture()
@@ -43,12 +44,15 @@ def test_help_lists_usage(capsys):
 
 def test_subcommands_are_dispatched_with_their_arguments(monkeypatch, launched):
     seen = []
-    module = types.ModuleType("fake_subcommand")
-    module.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "fake_subcommand", module)
-    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", "fake_subcommand")
+    monkeypatch.setitem(main_module.SUBCOMMANDS, "fake", lambda argv: seen.append(argv) or 3)
     assert cli.main(["fake", "in.tif", "--out", "x"]) == 3
     assert seen == [["in.tif", "--out", "x"]] and not launched
+
+
+def test_the_real_subcommands_are_registered():
+    from napari_sam.cli import embed, segment
+
+    assert main_module.SUBCOMMANDS == {"segment": segment.main, "embed": embed.main}
 
 
 def test_missing_image_file_is_a_message_not_a_traceback(tmp_path, capsys):

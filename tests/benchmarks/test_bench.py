@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from napari_sam import bench
+from benchmarks import bench
 
 
 def test_bench_runs_and_writes_json(tmp_path, capsys):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_widget import viewer, widget  # noqa: F401 (fixtures)
-from test_widget import boxes_layer, candidates, points_layer, with_role
+from .helpers import boxes_layer, candidates, points_layer, with_role
 
 
 @pytest.fixture()

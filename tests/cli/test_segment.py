@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_sam import batch
+from napari_sam.cli import segment as batch
 
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "-1", "--stability-score-thresh", "0",
         "--box-nms-thresh", "1.0", "--device", "cpu"]

@@ -11,8 +11,7 @@ import pytest
 
 from napari_sam.engine import generate_masks, masks_to_labels
 
-from test_widget import points_layer, viewer, widget, with_role  # noqa: F401 (fixtures)
-from test_widget_nd import go_to, stack  # noqa: F401 (fixture)
+from .helpers import go_to, points_layer, with_role
 
 OPEN = dict(points_per_side=4, pred_iou_thresh=-1, stability_score_thresh=0, box_nms_thresh=1.0)
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from napari_sam.model import CONFIGS, CheckpointError, build_sam, guess_model_type, random_state_dict
-
-import reference
+from tests.oracles import sam1 as reference
 
 
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])

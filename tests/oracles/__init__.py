@@ -1,0 +1,1 @@
+"""Reference implementations used as test oracles (never shipped in the package)."""
