@@ -22,6 +22,20 @@ class Cancelled(Exception):
     """Raised inside engine work when its ``cancel()`` callback returned True."""
 
 
+def cancel_poll(cancel: Callable[[], bool] | None) -> Callable[[], None] | None:
+    """A poll for one call: raises :class:`Cancelled` when ``cancel()`` returns True (None: none).
+    Passed down the call (``Sam.embed(x, poll=...)``), never registered on shared modules, so a
+    cancelled call cannot stop another thread's work on the same model."""
+    if cancel is None:
+        return None
+
+    def poll() -> None:
+        if cancel():
+            raise Cancelled("embedding cancelled")
+
+    return poll
+
+
 @dataclass(frozen=True)
 class Embedding:
     """Image features of one 2D image, ready for decoding.
@@ -109,18 +123,12 @@ class Predictor:
         geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
         resized = resize_rgb(rgb, geometry.input_size)
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
-        def check(*_):
-            if cancel is not None and cancel():
-                raise Cancelled("embedding cancelled")
-
-        check()
-        blocks = self.model.image_encoder.blocks if cancel and self._encoder is None else []  # compiled: no hooks
-        hooks = [b.register_forward_pre_hook(check) for b in blocks]
+        poll = cancel_poll(cancel)
+        if poll is not None:
+            poll()
         try:
-            features = self._embed(x)
+            features = self._embed(x, poll)
         finally:
-            for hook in hooks:
-                hook.remove()
             release_freed_memory()
         return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
 
@@ -133,34 +141,36 @@ class Predictor:
     ) -> list[Embedding]:
         """Embed several 2D images (e.g. the slices of a stack, ``(N, H, W[, C])``), running
         the encoder on batches of ``batch_size`` images of equal resized shape (the GPU path is
-        faster per image in batches). ``cancel()`` is polled between batches."""
+        faster per image in batches). ``cancel()`` is polled between batches and encoder blocks."""
         prepared = []
         for image in images:
             rgb = to_rgb_uint8(image, contrast_limits)
             geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
             prepared.append((geometry, resize_rgb(rgb, geometry.input_size)))
         out: list[Embedding | None] = [None] * len(prepared)
+        poll = cancel_poll(cancel)
         for i in range(0, len(prepared), max(1, batch_size)):
-            if cancel is not None and cancel():
-                raise Cancelled("embedding cancelled")
+            if poll is not None:
+                poll()
             chunk = range(i, min(i + max(1, batch_size), len(prepared)))
             by_shape: dict[tuple[int, int], list[int]] = {}
             for j in chunk:
                 by_shape.setdefault(prepared[j][0].input_size, []).append(j)
             for idx in by_shape.values():
                 x = torch.from_numpy(np.stack([prepared[j][1] for j in idx])).to(self.device)
-                features = self._embed(x.permute(0, 3, 1, 2).float())
+                features = self._embed(x.permute(0, 3, 1, 2).float(), poll)
                 for j, f in zip(idx, features):
                     g = prepared[j][0]
                     out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name)
         release_freed_memory()
         return out  # type: ignore[return-value]
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision."""
+    def _embed(self, x: torch.Tensor, poll: Callable[[], None] | None = None) -> torch.Tensor:
+        """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision.
+        ``poll()`` runs between encoder blocks (this call's own: not seen by other threads)."""
         with torch.no_grad(), encoder_context(self.precision, self.device):
             if self._encoder is None:
-                features = self.model.embed(x)
+                features = self.model.embed(x, poll=poll)
             else:
                 features = self._encoder(self.model.preprocess(x))
         return features.float()
