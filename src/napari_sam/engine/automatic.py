@@ -27,12 +27,13 @@ with *exclusive* max (``mask[r0:r1, c0:c1]`` is the box), both in pixels of the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..io.tiff import smallest_uint_dtype
+from .fingerprint import model_fingerprint
 from .mask_ops import (
     crop_boxes,
     mask_boxes,
@@ -167,13 +168,13 @@ def _resolve(source, model) -> _Source:
                 "an Embedding alone cannot be decoded: pass model= (the Sam or Predictor that "
                 "computed it), or pass a Predictor"
             )
-        predictor = model if isinstance(model, Predictor) else None
-        sam = model.model if isinstance(model, Predictor) else model
-        if getattr(sam, "model_type", None) not in (None, source.model_name):
-            raise ValueError(f"embedding was computed by {source.model_name!r}, model is {sam.model_type!r}")
-        features = source.features.to(sam.device)
-        emb = Embedding(features, source.original_size, source.input_size, source.model_name)
-        return _Source(sam, emb, None, predictor)
+        if isinstance(model, Predictor):
+            return _Source(model.model, model._require_embedding(source), None, model)
+        if getattr(model, "model_type", None) not in (None, source.model_name):
+            raise ValueError(f"embedding was computed by {source.model_name!r}, model is {model.model_type!r}")
+        if source.model_fingerprint not in (None, model_fingerprint(model)):
+            raise ValueError(f"embedding was computed by {source.model_name!r} with other weights than this model's")
+        return _Source(model, replace(source, features=source.features.to(model.device)), None, None)
     raise TypeError(f"expected a Predictor or an Embedding, got {type(source).__name__}")
 
 

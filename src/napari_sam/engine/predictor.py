@@ -7,13 +7,14 @@ Coordinates follow napari: points are ``(row, col)``, boxes are
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
 from .allocator import keep_freed_memory, release_freed_memory
+from .fingerprint import keep_fingerprint, model_fingerprint
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, resize_rgb, to_rgb_uint8
 
@@ -42,13 +43,16 @@ class Embedding:
 
     ``features``: ``(1, 256, 64, 64)`` tensor; ``original_size``: the image's ``(H, W)``;
     ``input_size``: its resized ``(h, w)`` inside the model's ``S x S`` input;
-    ``model_name``: the model that computed it (features of another model are meaningless).
+    ``model_name``: the model that computed it (features of another model are meaningless);
+    ``model_fingerprint``: its weights (:func:`~napari_sam.engine.fingerprint.model_fingerprint`;
+    None when unknown), so an embedding of other weights of the same model type is refused.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     model_name: str
+    model_fingerprint: str | None = None
 
     @property
     def geometry(self) -> Geometry:
@@ -91,9 +95,11 @@ class Predictor:
         ``torch.compile`` (slow first call; ``cancel`` is then polled only before a run)."""
         self.device = resolve_device(device)
         keep_freed_memory()  # no page faults on the encoder's and decoder's reused buffers
-        self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
+        self.fingerprint = model_fingerprint(model)  # of the weights as loaded (before any conversion)
+        self.model = model.to(self.device).eval()
         prepare_encoder(self.model.image_encoder, self.precision)
+        keep_fingerprint(self.model, self.fingerprint)
         self._encoder = torch.compile(self.model.image_encoder) if compile else None
         self.embedding: Embedding | None = None
         self.image: np.ndarray | None = None  # RGB uint8 given to set_image (crop layers re-embed crops)
@@ -130,7 +136,7 @@ class Predictor:
             features = self._embed(x, poll)
         finally:
             release_freed_memory()
-        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name)
+        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, self.fingerprint)
 
     def compute_embeddings(
         self,
@@ -161,7 +167,8 @@ class Predictor:
                 features = self._embed(x.permute(0, 3, 1, 2).float(), poll)
                 for j, f in zip(idx, features):
                     g = prepared[j][0]
-                    out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name)
+                    out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name,
+                                       self.fingerprint)
         release_freed_memory()
         return out  # type: ignore[return-value]
 
@@ -250,9 +257,16 @@ class Predictor:
             if embedding.model_name != self.model_name:
                 raise ValueError(f"embedding was computed by model {embedding.model_name!r}, "
                                  f"this predictor runs {self.model_name!r}")
+            if embedding.model_fingerprint not in (None, self.fingerprint):
+                raise ValueError(f"embedding was computed by model {embedding.model_name!r} with other weights "
+                                 f"than this predictor's ({embedding.model_fingerprint} vs {self.fingerprint}): "
+                                 "compute it again with this predictor")
+            g = self.model.prompt_encoder.image_embedding_size
+            if tuple(embedding.features.shape[1:]) != (256, *g) or embedding.features.shape[0] != 1:
+                raise ValueError(f"embedding features have shape {tuple(embedding.features.shape)}; this model "
+                                 f"decodes (1, 256, {g[0]}, {g[1]})")
             if embedding.features.device != self.device:
-                embedding = Embedding(embedding.features.to(self.device), embedding.original_size,
-                                      embedding.input_size, embedding.model_name)
+                embedding = replace(embedding, features=embedding.features.to(self.device))
             return embedding
         if self.embedding is None:
             raise RuntimeError("no image set: call set_image() or set_embedding() first")
