@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
+from . import checks
 from .allocator import keep_freed_memory, release_freed_memory
 from .fingerprint import keep_fingerprint, model_fingerprint
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
@@ -183,7 +184,12 @@ class Predictor:
         return features.float()
 
     def set_embedding(self, embedding: Embedding) -> None:
-        self.embedding = self._require_embedding(embedding)
+        """Decode on ``embedding`` from now on; one of another model, other weights (see
+        :attr:`Embedding.model_fingerprint`), another shape or with non-finite features is refused."""
+        embedding = self._require_embedding(embedding)
+        if not torch.isfinite(embedding.features).all():
+            raise ValueError("embedding features hold NaN or infinity (a damaged embedding): compute it again")
+        self.embedding = embedding
         self.image = None
 
     def set_image(self, image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> None:
@@ -215,15 +221,18 @@ class Predictor:
         if labels is not None and np.asarray(labels).size and (points is None or not np.asarray(points).size):
             raise ValueError("labels given without points: pass the points they label")
         if points is not None and np.asarray(points).size:
-            points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+            points = checks.coordinates(points, "points", 2, "(row, col)")
             labels = np.ones(len(points), np.int64) if labels is None else np.asarray(labels).reshape(-1)
             self._check_points(points, labels, emb.original_size)
             xy = torch.from_numpy(emb.geometry.points_to_model(points))[None].to(self.device)
             pts = (xy, torch.from_numpy(labels.astype(np.int64))[None].to(self.device))
-        boxes = None if box is None else self._boxes_tensor(np.asarray(box).reshape(1, 4), emb)
-        masks = None
-        if mask_input is not None:
-            masks = torch.as_tensor(np.asarray(mask_input, np.float32), device=self.device).reshape(1, 1, *self._mask_hw())
+        if box is not None:
+            if np.size(box) != 4:
+                raise ValueError(f"box must be 4 numbers (min_row, min_col, max_row, max_col), got shape "
+                                 f"{np.shape(box)}; several boxes: use predict_boxes")
+            box = checks.coordinates(np.ravel(box), "box", 4, "(min_row, min_col, max_row, max_col)")
+        boxes = None if box is None else self._boxes_tensor(box, emb)
+        masks = None if mask_input is None else self._mask_tensor(mask_input)
         if pts is None and boxes is None and masks is None:
             raise ValueError("nothing to segment: give at least one point, a box or a mask_input")
         return self._decode(emb, pts, boxes, masks, multimask, squeeze=True)
@@ -233,7 +242,7 @@ class Predictor:
         """Decode one object per box ``(N, 4)`` at once: ``masks (N, K, H, W)``, ``scores (N, K)``,
         ``logits (N, K, 256, 256)``."""
         emb = self._require_embedding(embedding)
-        boxes = np.asarray(boxes).reshape(-1, 4)
+        boxes = checks.coordinates(boxes, "boxes", 4, "(min_row, min_col, max_row, max_col)")
         if not len(boxes):
             k, (gh, gw) = (3 if multimask else 1), self._mask_hw()
             return Prediction(np.zeros((0, k, *emb.original_size), bool), np.zeros((0, k), np.float32),
@@ -247,6 +256,20 @@ class Predictor:
         if squeeze:
             out = tuple(a[0] for a in out)
         return Prediction(*out)
+
+    def _mask_tensor(self, mask_input) -> torch.Tensor:
+        """Low-res logits ``(1, 256, 256)`` (also ``(256, 256)`` or ``(1, 1, 256, 256)``) as a tensor."""
+        hw = self._mask_hw()
+        try:
+            arr = np.asarray(mask_input, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"mask_input must be an array of logits, got {type(mask_input).__name__}") from None
+        if arr.shape[-2:] != hw or arr.ndim > 4 or any(n != 1 for n in arr.shape[:-2]):
+            raise ValueError(f"mask_input must be low-res logits of shape (1, {hw[0]}, {hw[1]}) (e.g. "
+                             f"Prediction.logits[k:k + 1] of an earlier prediction), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("mask_input must be finite logits: it holds NaN or infinity")
+        return torch.from_numpy(arr).to(self.device).reshape(1, 1, *hw)
 
     def _mask_hw(self) -> tuple[int, int]:
         g = self.model.prompt_encoder.image_embedding_size
@@ -273,9 +296,15 @@ class Predictor:
         return self.embedding
 
     def _boxes_tensor(self, boxes: np.ndarray, emb: Embedding) -> torch.Tensor:
-        boxes = boxes.astype(np.float64)
+        """Finite ``(N, 4)`` boxes -> model coordinates; degenerate boxes and boxes entirely
+        outside the image are refused."""
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise ValueError("degenerate box: need min_row < max_row and min_col < max_col")
+        h, w = emb.original_size
+        outside = (boxes[:, 2] < -0.5) | (boxes[:, 0] > h - 0.5) | (boxes[:, 3] < -0.5) | (boxes[:, 1] > w - 0.5)
+        if outside.any():
+            raise ValueError(f"box {boxes[np.argmax(outside)].tolist()} lies entirely outside the image of shape "
+                             f"{emb.original_size}")
         return torch.from_numpy(emb.geometry.boxes_to_model(boxes)).to(self.device)
 
     @staticmethod

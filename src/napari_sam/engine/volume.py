@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import store_files
+from . import checks, store_files
 from .cache import EmbeddingCache
 from .fingerprint import model_fingerprint
 from .predictor import Embedding, Prediction, Predictor
@@ -54,6 +54,8 @@ class VolumeEmbeddings:
     def __init__(self, image, predictor: Predictor, *, rgb: bool = False,
                  contrast_limits: tuple[float, float] | None = None, tile: int | None = None,
                  halo: int | None = None, cache: EmbeddingCache | None = None) -> None:
+        checks.pixel_dtype(image.dtype)
+        contrast_limits = checks.contrast_limits(contrast_limits)
         spatial = 3 if rgb else 2
         if image.ndim < spatial:
             raise ValueError(f"image of shape {image.shape} has fewer than {spatial} dimensions")
@@ -271,8 +273,11 @@ class VolumeEmbeddings:
                 multimask: bool = True, tile: tuple[int, int] | None = None,
                 cancel: Callable[[], bool] | None = None) -> PlanePrediction:
         """Decode prompts given in plane coordinates ``(row, col)`` on the best window."""
-        points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
-        box = None if box is None else np.asarray(box, float).reshape(4)
+        points = None if points is None or not np.size(points) else checks.coordinates(points, "points", 2, "(row, col)")
+        box = None if box is None else checks.coordinates(box, "box", 4, "(min_row, min_col, max_row, max_col)")
+        if box is not None and len(box) != 1:
+            raise ValueError(f"box must be one box of 4 numbers, got {len(box)}: use predict_boxes")
+        box = None if box is None else box[0]
         tile, window = self._window_for(points, box, tile)
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)
         shift = np.array(window[:2], float)
@@ -286,7 +291,7 @@ class VolumeEmbeddings:
                       cancel: Callable[[], bool] | None = None) -> PlanePrediction:
         """One object per box ``(N, 4)`` (plane coordinates), all decoded on one window:
         masks ``(N, K, h, w)``."""
-        boxes = np.asarray(boxes, float).reshape(-1, 4)
+        boxes = checks.coordinates(boxes, "boxes", 4, "(min_row, min_col, max_row, max_col)")
         corners = boxes.reshape(-1, 2)
         tile, window = self._window_for(corners, None, None)
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)
