@@ -198,3 +198,11 @@ def test_generate_masks_signature_is_unchanged():
                             "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers",
                             "crop_overlap_ratio", "min_mask_region_area", "progress", "cancel", "model"]
     assert params["points_per_side"].default == 32 and params["points_per_side"].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:x", "meta", 3.5])
+def test_an_unknown_device_is_a_value_error_naming_the_accepted_ones(device):
+    from napari_sam.engine import resolve_device
+
+    with pytest.raises(ValueError, match=r"device .* use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        resolve_device(device)

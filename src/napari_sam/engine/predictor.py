@@ -70,14 +70,25 @@ class Prediction:
     logits: np.ndarray
 
 
+DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; other values are checked to exist."""
+    """``"auto"`` picks cuda, then mps, then cpu; other values (see :data:`DEVICES`) are checked
+    to exist: anything else is a ``ValueError`` naming the argument and the accepted values."""
+    mps = getattr(torch.backends, "mps", None)
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device: use {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported: use {DEVICES}")
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError("device 'mps' was asked for but Apple's MPS is not available here")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available here")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
