@@ -194,6 +194,15 @@ def fetch(
     return target
 
 
+def check_model_name(name_or_path: str | os.PathLike) -> None:
+    """``ValueError`` unless ``name_or_path`` is a model name of :data:`REGISTRY` or an existing
+    file (cheap: for commands to check before any work)."""
+    if str(name_or_path) not in REGISTRY and not Path(name_or_path).expanduser().is_file():
+        raise ValueError(
+            f"{name_or_path!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing .pth file"
+        )
+
+
 def load_model(name_or_path: str | os.PathLike, device: str = "auto",
                progress: Progress | None = None, cancel: Callable[[], bool] | None = None):
     """A ready :class:`~napari_sam.engine.Predictor` for a model name or a ``.pth`` path.
@@ -203,10 +212,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto",
     from .engine import Predictor
     from .model import CheckpointError, build_sam, guess_model_type, load_checkpoint, read_state_dict
 
-    if str(name_or_path) not in REGISTRY and not Path(name_or_path).expanduser().is_file():
-        raise ValueError(
-            f"{name_or_path!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing .pth file"
-        )
+    check_model_name(name_or_path)
     path = fetch(name_or_path, progress, cancel)  # a path comes back as it is
     state = read_state_dict(path)
     model_type = guess_model_type(state)

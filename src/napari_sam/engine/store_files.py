@@ -77,8 +77,10 @@ def check_creatable(path: str | os.PathLike, overwrite: bool = False) -> str:
         raise StoreExists(f"{path} is an embedding store that also holds {', '.join(others[:3])}, which are not "
                           "part of it: nothing was changed; move them away to replace the store")
     parent = path.parent if kind == "missing" else path
+    while not parent.exists() and parent != parent.parent:  # missing folders are created: check the first one there
+        parent = parent.parent
     if not parent.is_dir():
-        raise FileNotFoundError(f"cannot create {path}: the folder {parent} does not exist")
+        raise StoreExists(f"cannot create {path}: {parent} is a file, not a folder")
     probe = parent / f".{path.name}.probe-{secrets.token_hex(4)}"
     try:
         probe.mkdir()
@@ -123,7 +125,8 @@ def glob_escape(name: str) -> str:
 
 
 def building_folder(path: Path) -> Path:
-    """A new hidden sibling folder to build the store at ``path`` in."""
+    """A new hidden sibling folder to build the store at ``path`` in (missing parents made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.parent / f"{_CREATING.format(name=path.name)}{secrets.token_hex(4)}"
     folder.mkdir()
     return folder
