@@ -116,6 +116,23 @@ def read_labels_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
     return data, meta
 
 
+def read_labels_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata :func:`write_labels_tiff` wrote, reading the headers only; raises for a file
+    that is not a readable TIFF or whose image data is cut short, ``{}`` for a TIFF without it."""
+    import tifffile
+
+    size = os.path.getsize(path)
+    with tifffile.TiffFile(path) as tif:
+        if not len(tif.pages):
+            raise ValueError(f"{path} holds no image")
+        for page in tif.pages:
+            if any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts)):
+                raise ValueError(f"{path} is cut short ({size} bytes)")
+        meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+    meta.pop("shape", None)
+    return meta
+
+
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for Labels layers (``.tif`` / ``.tiff``)."""
     if not str(path).lower().endswith(TIFF_SUFFIXES):
