@@ -11,6 +11,7 @@ import pytest
 
 from napari_sam import weights
 from napari_sam.weights import WeightsInfo, WeightsUnavailableError, fetch
+from tests.recording import record_calls
 
 PAYLOAD = b"official weights " * 1000
 OTHER = b"tampered weights " * 1000  # same size
@@ -37,10 +38,7 @@ def replace_keeping_size_and_mtime(path: Path) -> None:
 
 @pytest.fixture()
 def hashes(monkeypatch):
-    calls = []
-    real = weights.sha256_of
-    monkeypatch.setattr(weights, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
-    return calls
+    return record_calls(monkeypatch, weights, "sha256_of")
 
 
 def test_a_valid_stamp_skips_hashing(placed, hashes):
@@ -66,7 +64,7 @@ def test_a_valid_stamp_kept_beside_a_replaced_file_is_not_trusted(placed, hashes
     stamp.write_text(valid)
     with pytest.raises(WeightsUnavailableError, match="wrong checksum"):
         fetch(INFO)
-    assert hashes == [placed]
+    assert hashes == [(placed,)]
 
 
 def test_load_model_with_a_forged_stamp_refuses_the_file(monkeypatch):

@@ -11,6 +11,7 @@ import zarr
 from napari_sam.cli.embed import main
 from napari_sam.engine import EmbeddingStore
 from tests.engine.store_helpers import chunk_file
+from tests.recording import record_calls
 
 
 @pytest.fixture()
@@ -26,10 +27,7 @@ def loads(monkeypatch):
     """Every model load (the heavy step everything must be checked before)."""
     import napari_sam.weights as weights
 
-    calls = []
-    real = weights.load_model
-    monkeypatch.setattr(weights, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
-    return calls
+    return record_calls(monkeypatch, weights, "load_model")
 
 
 def args_for(image, out, checkpoint, *more):
@@ -157,10 +155,7 @@ def test_embed_repairs_exactly_the_damaged_entries(stack_tif, tiny_checkpoint, t
     f.write_bytes(bytes(data))
     chunk_file(out, "features", (2, 0, 0)).unlink()
     untouched = chunk_file(out, "features", (0, 0, 0)).stat().st_mtime_ns
-    computed = []
-    real = Predictor.compute_embedding
-    monkeypatch.setattr(Predictor, "compute_embedding", lambda self, image, *a, **k: computed.append(1)
-                        or real(self, image, *a, **k))
+    computed = record_calls(monkeypatch, Predictor, "compute_embedding")
     capsys.readouterr()
     assert main(args_for(path, out, tiny_checkpoint)) == 0
     text = capsys.readouterr()

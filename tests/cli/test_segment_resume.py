@@ -10,6 +10,7 @@ import tifffile
 
 from napari_sam.cli import segment as batch
 from napari_sam.io import read_labels_metadata
+from tests.recording import record_calls
 
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "-1", "--stability-score-thresh", "0",
         "--box-nms-thresh", "1.0", "--device", "cpu"]
@@ -27,10 +28,7 @@ def folder(tmp_path, rgb_image):
 @pytest.fixture()
 def loads(monkeypatch):
     """Every model load of the command (in this process)."""
-    calls = []
-    real = batch.cached_predictor
-    monkeypatch.setattr(batch, "cached_predictor", lambda *a, **k: calls.append(a) or real(*a, **k))
-    return calls
+    return record_calls(monkeypatch, batch, "cached_predictor")
 
 
 def run(inputs, out, checkpoint, *more):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_sam.engine import Predictor, VolumeEmbeddings
+from napari_sam.engine import VolumeEmbeddings
 from napari_sam.engine.store import EmbeddingStore, StoreExists, StoreMismatch
 from napari_sam.engine.store_files import path_kind
 from tests.engine.store_helpers import stored_stack
 
 
 @pytest.fixture()
-def predictor(tiny_model):
-    return Predictor(tiny_model, device="cpu")
+def predictor(cpu_predictor):
+    return cpu_predictor
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from tests.engine.store_helpers import chunk_file, stored_stack
 
 
 @pytest.fixture()
-def predictor(tiny_model):
-    return Predictor(tiny_model, device="cpu")
+def predictor(cpu_predictor):
+    return cpu_predictor
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_sam.engine import Embedding, Predictor, VolumeEmbeddings, generate_masks, to_rgb_uint8
+from tests.recording import record_calls
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +150,9 @@ def test_complex_images_are_refused(tiny_model):
 @pytest.fixture()
 def counted(predictor, monkeypatch):
     """``predictor`` whose decoder and encoder calls are counted (no work may happen)."""
-    calls = []
-    decode, embed = predictor.model.decode, predictor.compute_embedding
-    monkeypatch.setattr(predictor.model, "decode", lambda *a, **k: (calls.append("decode"), decode(*a, **k))[1])
-    monkeypatch.setattr(predictor, "compute_embedding", lambda *a, **k: (calls.append("embed"), embed(*a, **k))[1])
-    return predictor, calls
+    decodes = record_calls(monkeypatch, predictor.model, "decode")
+    embeds = record_calls(monkeypatch, predictor, "compute_embedding")
+    return predictor, (decodes, embeds)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
@@ -178,7 +177,7 @@ def test_generate_masks_settings_are_checked_before_any_work(counted, kwargs, er
     predictor, calls = counted
     with pytest.raises(error, match=match):
         generate_masks(predictor, **kwargs)
-    assert calls == []
+    assert calls == ([], [])
 
 
 def test_crop_layers_on_a_too_small_image_fail_before_computing(tiny_model, monkeypatch):
