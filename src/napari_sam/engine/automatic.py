@@ -36,6 +36,7 @@ from ..io.tiff import smallest_uint_dtype
 from . import checks
 from .fingerprint import model_fingerprint
 from .mask_ops import (
+    crop_layers,
     mask_boxes,
     near_crop_edge,
     nms,
@@ -122,7 +123,7 @@ def generate_masks(
         min_mask_region_area=min_mask_region_area)
     src = _resolve(predictor_or_embedding, model)
     shape = tuple(src.embedding.original_size)
-    crops = checks.crop_layers(shape, crop_n_layers, crop_overlap_ratio)
+    crops = crop_layers(shape, crop_n_layers, crop_overlap_ratio)
     if crop_n_layers > 0 and (src.image is None or src.predictor is None):
         raise ValueError(
             "crop layers re-embed crops of the image, but only its embedding was given: pass a "
