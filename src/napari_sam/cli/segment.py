@@ -6,9 +6,13 @@ the model once and keeps it for all the images it gets. Workers read their input
 their outputs themselves (only file names travel), so with a remote cluster the paths must be
 visible on the workers (shared storage).
 
-Resumable: inputs whose output exists are skipped, and outputs are written to a temporary
-file and renamed, so an interrupted run never leaves a half-written TIFF. A failing input is
-reported and the others still run; the exit code is 1 if any input failed.
+Resumable: inputs whose output exists (made with the same model and parameters) are skipped;
+an unreadable output is redone; outputs made with other settings stop the run before any work
+unless ``--overwrite`` (see :mod:`.resume`). Outputs are written to a temporary file and
+renamed, so an interrupted run never leaves a half-written TIFF (temporaries a killed run left
+are removed). Everything is checked before work: the parameters, the model and device, and
+that ``--out`` can be written. Label files this package wrote are never taken as inputs. A
+failing input is reported and the others still run; the exit code is 1 if any input failed.
 
 2D grayscale and RGB(A) images give a 2D label image; stacks ``(..., Y, X)`` (or
 ``(..., Y, X, 3|4)``) are segmented plane by plane and ids are made unique across the stack.
@@ -26,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.images import IMAGE_SUFFIXES, guess_rgb, open_image
-
-OUTPUT_SUFFIX = "_labels.tif"
+from .resume import OUTPUT_SUFFIX, is_our_labels, output_state, prepare_out, run_settings
 
 _LOCAL = threading.local()  # per worker thread: {(model, device): Predictor}
 
@@ -89,9 +92,11 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
 
 
 def segment_file(src: str, dst: str, model: str, device: str, params: dict,
-                 torch_threads: int | None = None, overwrite: bool = False, log=None) -> dict:
+                 torch_threads: int | None = None, overwrite: bool = False, log=None,
+                 settings: dict | None = None) -> dict:
     """Segment one input file into ``dst``; never raises: returns a record with ``status``
-    ``"done"``, ``"skipped"`` or ``"failed"`` (and ``error``)."""
+    ``"done"``, ``"skipped"`` or ``"failed"`` (and ``error``). ``settings``
+    (:func:`~.resume.run_settings`) are recorded in the output with the model's fingerprint."""
     record = {"input": src, "output": dst, "status": "failed", "masks": 0, "seconds": 0.0,
               "loaded_model": False, "worker": f"{os.getpid()}:{threading.get_ident()}"}
     start = time.perf_counter()
@@ -108,7 +113,8 @@ def segment_file(src: str, dst: str, model: str, device: str, params: dict,
         labels, count = segment_image(predictor, image, params, log)
         from ..io import write_labels_tiff
 
-        write_labels_tiff(Path(dst), labels)  # atomic, with the usual permissions
+        made = None if settings is None else {"segment": {**settings, "model_fingerprint": predictor.fingerprint}}
+        write_labels_tiff(Path(dst), labels, metadata=made)  # atomic, with the usual permissions
         record.update(status="done", masks=count)
     except Exception as exc:  # one bad file must not stop the others
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -139,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default in a single process")
     p.add_argument("--worker-threads", action="store_true",
                    help="local workers are threads of this process instead of processes")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose output exists (also those made with other settings)")
     g = p.add_argument_group("generator (see napari_sam.engine.generate_masks)")
     g.add_argument("--points-per-side", type=int, default=32)
     g.add_argument("--points-per-batch", type=int, default=64)
@@ -158,11 +165,17 @@ PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_s
           "min_mask_region_area")
 
 
-def collect_inputs(paths: list[Path]) -> list[Path]:
+def collect_inputs(paths: list[Path], ignored: list[Path] | None = None) -> list[Path]:
+    """Files named, and the images in folders named; label files this package wrote in those
+    folders (e.g. with ``--out`` equal to an input folder) are not inputs (added to ``ignored``)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir() and path.suffix.lower() != ".zarr":  # a .zarr folder is one image
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            for p in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                if is_our_labels(p):
+                    (ignored if ignored is not None else []).append(p)
+                else:
+                    found.append(p)
         else:
             found.append(path)  # a missing file is reported as a failure, like a corrupt one
     return found
@@ -172,12 +185,32 @@ def output_for(path: Path, out: Path) -> Path:
     return out / f"{path.stem}{OUTPUT_SUFFIX}"
 
 
+def check_settings(args, params: dict) -> None:
+    """Parameters, and (when this machine runs the work) device and model: before any work."""
+    from ..engine import checks, resolve_device
+    from ..weights import check_model_name
+
+    checks.generator_settings(**params)
+    if not args.scheduler:  # a remote cluster's devices and paths are its own
+        resolve_device(args.device)
+        check_model_name(args.model)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 0 or (args.threads_per_worker is not None and args.threads_per_worker < 1):
         print("error: --workers and --threads-per-worker must be positive", file=sys.stderr)
         return 2
-    inputs = collect_inputs(args.inputs)
+    params = {name: getattr(args, name) for name in PARAMS}
+    try:
+        check_settings(args, params)
+    except (TypeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ignored: list[Path] = []
+    inputs = collect_inputs(args.inputs, ignored)
+    if ignored:
+        print(f"ignored {len(ignored)} label file(s) written by napari-sam (e.g. {ignored[0].name}), not images")
     outputs = [output_for(p, args.out) for p in inputs]
     clash = {o for o in outputs if outputs.count(o) > 1}
     if clash:
@@ -186,15 +219,32 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("error: no input images", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    params = {name: getattr(args, name) for name in PARAMS}
-    jobs = []
-    records = []
+    try:
+        prepare_out(args.out)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from ..io import remove_stale_temporaries
+
+    stale = [tmp for dst in outputs for tmp in remove_stale_temporaries(dst)]
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) an interrupted run left in {args.out}")
+    settings = run_settings(args.model, params)
+    jobs, records, conflicts = [], [], []
     for src, dst in zip(inputs, outputs):
-        if dst.exists() and not args.overwrite:
+        state, detail = ("missing", "") if args.overwrite else output_state(dst, settings)
+        if state in ("done", "unrecorded"):
             records.append({"input": str(src), "output": str(dst), "status": "skipped"})
+        elif state == "other":
+            conflicts.append(f"{dst.name}: {detail}")
         else:
-            jobs.append((str(src), str(dst)))
+            if state == "unreadable":
+                print(f"redo     {src.name}: its output {dst.name} is unreadable ({detail})", flush=True)
+            jobs.append((str(src), str(dst), args.overwrite or state == "unreadable"))
+    if conflicts:
+        print(f"error: {len(conflicts)} output(s) in {args.out} were made with other settings, e.g. "
+              f"{conflicts[0]}; add --overwrite to redo them, or choose another --out", file=sys.stderr)
+        return 2
     total = len(inputs)
     for n, rec in enumerate(records, 1):
         _report(rec, n, total)
@@ -206,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     if not jobs:
         pass
     elif args.workers or args.scheduler:
-        records.extend(_run_distributed(args, jobs, params, len(records), total))
+        records.extend(_run_distributed(args, jobs, params, len(records), total, settings))
     else:
-        for src, dst in jobs:
-            rec = segment_file(src, dst, args.model, args.device, params, overwrite=args.overwrite,
-                               log=lambda msg: print(msg, flush=True))
+        for src, dst, redo in jobs:
+            rec = segment_file(src, dst, args.model, args.device, params, overwrite=redo,
+                               log=lambda msg: print(msg, flush=True), settings=settings)
             records.append(rec)
             _report(rec, len(records), total)
     return _summary(records, time.perf_counter() - started)
@@ -238,7 +288,7 @@ def worker_torch_threads(args) -> int | None:
     return None
 
 
-def _run_distributed(args, jobs, params, done: int, total: int) -> list[dict]:
+def _run_distributed(args, jobs, params, done: int, total: int, settings: dict | None = None) -> list[dict]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -263,8 +313,8 @@ def _run_distributed(args, jobs, params, done: int, total: int) -> list[dict]:
     try:
         futures = {
             client.submit(segment_file, src, dst, args.model, args.device, params, torch_threads,
-                          args.overwrite, pure=False, key=f"segment-{i}-{Path(src).name}"): (src, dst)
-            for i, (src, dst) in enumerate(jobs)
+                          redo, settings=settings, pure=False, key=f"segment-{i}-{Path(src).name}"): (src, dst)
+            for i, (src, dst, redo) in enumerate(jobs)
         }
         for future in as_completed(futures):
             try:

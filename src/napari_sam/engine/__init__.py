@@ -6,7 +6,7 @@ from .channels import ChannelComposite, ChannelSlice, channel_view
 from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
-from .store import EmbeddingStore, StoreInfo, StoreMismatch
+from .store import EmbeddingStore, StoreDamageWarning, StoreExists, StoreInfo, StoreMismatch
 from .tiling import TileLayout
 from .volume import PlanePrediction, VolumeEmbeddings
 
@@ -16,3 +16,4 @@ __all__ = [
     "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["channel_view", "generate_masks", "masks_to_labels"]
+__all__ += ["StoreDamageWarning", "StoreExists"]
