@@ -3,6 +3,7 @@
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .channels import ChannelComposite, ChannelSlice, channel_view
+from .instances import instance_defaults, load_decoder, segment_instances
 from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
@@ -16,3 +17,4 @@ __all__ = [
     "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["channel_view", "generate_masks", "masks_to_labels"]
+__all__ += ["instance_defaults", "load_decoder", "segment_instances"]
