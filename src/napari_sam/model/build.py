@@ -31,6 +31,8 @@ CONFIGS: dict[str, EncoderConfig] = {
     # Small encoders with the real input size, prompt encoder and decoder: for tests.
     "vit_tiny_test": EncoderConfig(32, 2, 2, (1,)),
     "vit_small_test": EncoderConfig(64, 4, 4, (1, 3)),
+    # ... and at a quarter of the input size (a 16 x 16 embedding): fast decoder tests.
+    "vit_tiny_test_256": EncoderConfig(32, 2, 2, (1,), img_size=256),
 }
 OFFICIAL = ("vit_b", "vit_l", "vit_h")
 MODEL_TYPES = (*CONFIGS, *TINY_CONFIGS)  # ViT configurations, then TinyViT ones (``vit_t``: MobileSAM)

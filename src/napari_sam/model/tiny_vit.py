@@ -52,16 +52,27 @@ TINY_CONFIGS: dict[str, TinyViTConfig] = {
 
 
 class ConvBN(nn.Sequential):
-    """Convolution without bias followed by BatchNorm (state-dict names ``c`` and ``bn``)."""
+    """Convolution without bias followed by BatchNorm (state-dict names ``c`` and ``bn``).
+
+    Runs on grids ``(B, H, W, C)`` (channels last, the layout of the tokens) and returns one:
+    the convolution gets a channels-last view (no copy) and the BatchNorm is folded into it."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(cout))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self.c, self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = (conv.weight * scale[:, None, None, None]).to(x.dtype)
+        bias = (bn.bias - bn.running_mean * scale).to(x.dtype)
+        y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding, groups=conv.groups)
+        return y.permute(0, 2, 3, 1)
+
 
 class Stem(nn.Module):
-    """Two stride-2 3x3 ConvBN with a GELU between: ``(B, 3, S, S) -> (B, dim, S/4, S/4)``."""
+    """Two stride-2 3x3 ConvBN with a GELU between: ``(B, S, S, 3) -> (B, S/4, S/4, dim)``."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -72,7 +83,7 @@ class Stem(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """``x -> gelu(x + project(gelu(depthwise(gelu(expand(x))))))`` on ``(B, C, H, W)``."""
+    """``x -> gelu(x + project(gelu(depthwise(gelu(expand(x))))))`` on grids ``(B, H, W, C)``."""
 
     def __init__(self, dim: int, expand: int = 4) -> None:
         super().__init__()
@@ -88,22 +99,17 @@ class InvertedResidual(nn.Module):
 
 
 class Merge(nn.Module):
-    """Width change between stages: ``(B, C, H, W)`` or tokens ``(B, H*W, C)`` on the ``grid``
-    ``(H, W)`` -> tokens ``(B, H'*W', C')`` (``H' = H / stride``)."""
+    """Width change between stages: grid ``(B, H, W, C)`` -> ``(B, H/stride, W/stride, C')``."""
 
-    def __init__(self, grid: int, dim: int, out_dim: int, stride: int) -> None:
+    def __init__(self, dim: int, out_dim: int, stride: int) -> None:
         super().__init__()
-        self.grid = grid
         self.conv1 = ConvBN(dim, out_dim)
         self.conv2 = ConvBN(out_dim, out_dim, 3, stride, groups=out_dim)
         self.conv3 = ConvBN(out_dim, out_dim)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 3:
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, self.grid, self.grid)
-        x = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
-        return x.flatten(2).transpose(1, 2)
+        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
 
 
 def window_offset_index(window: int) -> torch.Tensor:
@@ -131,31 +137,31 @@ class WindowSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, n, self.heads, 3, c // self.heads)
+        d = c // self.heads
+        qkv = self.qkv(self.norm(x)).view(b, n, self.heads, 3, d)
         q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (B', heads, n, d)
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # Explicit softmax attention: about twice as fast on CPUs as SDPA with a float mask.
+        scores = torch.matmul(q * d ** -0.5, k.transpose(-1, -2))
+        scores += self.attention_biases[:, self.attention_bias_idxs].to(scores.dtype)
+        out = torch.matmul(scores.softmax(dim=-1), v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class TransformerBlock(nn.Module):
-    """Windowed attention, depthwise 3x3 ConvBN, MLP, on tokens ``(B, H*W, C)`` of a square grid.
+    """Windowed attention, depthwise 3x3 ConvBN, MLP, on a token grid ``(B, H, W, C)``.
 
     The grid is zero-padded to a multiple of the window before the attention's LayerNorm (the
     padding tokens take part as keys, as in MobileSAM), and cropped after it."""
 
-    def __init__(self, dim: int, heads: int, window: int, grid: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        self.window, self.grid = window, grid
+        self.window = window
         self.attn = WindowSelfAttention(dim, heads, window)
-        self.local_conv = ConvBN(dim, dim, 3, groups=dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.local_conv = ConvBN(dim, dim, 3, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        g = self.grid
-        x = x + self._attend(x.view(b, g, g, c)).reshape(b, n, c)
-        x = self.local_conv(x.transpose(1, 2).reshape(b, c, g, g)).view(b, c, n).transpose(1, 2)
+        x = self.local_conv(x + self._attend(x))
         return x + self.mlp(x)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,18 +207,11 @@ class TinyViT(nn.Module):
         cfg = config
         self.img_size = cfg.img_size
         d = cfg.dims
-        grid = cfg.img_size // 4
         self.patch_embed = Stem(d[0])
-        grids = [grid]
-        for stride in cfg.merge_strides:
-            grids.append(grids[-1] // stride)
-        self.out_grid = grids[-1]
-        stages = [Stage([InvertedResidual(d[0]) for _ in range(cfg.depths[0])],
-                        Merge(grids[0], d[0], d[1], cfg.merge_strides[0]))]
+        stages = [Stage([InvertedResidual(d[0]) for _ in range(cfg.depths[0])], Merge(d[0], d[1], cfg.merge_strides[0]))]
         for i in range(1, 4):
-            merge = Merge(grids[i], d[i], d[i + 1], cfg.merge_strides[i]) if i < 3 else None
-            blocks = [TransformerBlock(d[i], cfg.heads[i - 1], cfg.windows[i - 1], grids[i])
-                      for _ in range(cfg.depths[i])]
+            merge = Merge(d[i], d[i + 1], cfg.merge_strides[i]) if i < 3 else None
+            blocks = [TransformerBlock(d[i], cfg.heads[i - 1], cfg.windows[i - 1]) for _ in range(cfg.depths[i])]
             stages.append(Stage(blocks, merge))
         self.layers = nn.ModuleList(stages)
         self.norm_head = nn.LayerNorm(d[3])
@@ -230,7 +229,8 @@ class TinyViT(nn.Module):
         return [block for stage in self.layers for block in stage.blocks]
 
     def forward(self, x: torch.Tensor, poll: Callable[[], None] | None = None) -> torch.Tensor:
-        x = self.patch_embed(x)
+        x = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        x = self.patch_embed(x)  # every stage works on grids (B, H, W, C)
         for stage in self.layers:
             for block in stage.blocks:
                 if poll is not None:
@@ -238,6 +238,4 @@ class TinyViT(nn.Module):
                 x = block(x)
             if stage.downsample is not None:
                 x = stage.downsample(x)
-        b, _, c = x.shape
-        g = self.out_grid
-        return self.neck(x.transpose(1, 2).reshape(b, c, g, g))
+        return self.neck(x.permute(0, 3, 1, 2)).contiguous()

@@ -111,12 +111,19 @@ class DoubleConv(nn.Module):
 
 
 def instance_norm(x: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel normalisation of ``(B, C, H, W)`` to zero mean and unit variance
-    (eps 1e-5, biased variance), keeping the memory layout. For one image this is batch
-    normalisation with batch statistics, whose CPU kernel reads channels-last data in one pass
-    (a channels-last ``var_mean`` or ``instance_norm`` is several times slower)."""
-    parts = [F.batch_norm(x[i:i + 1], None, None, training=True, eps=_NORM_EPS) for i in range(x.shape[0])]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    """Per-image, per-channel normalisation of channels-last ``(B, C, H, W)`` to zero mean and
+    unit variance (eps 1e-5, biased variance), keeping the layout. The statistics are reduced
+    over the pixels of a ``(H*W, C)`` view with pairwise summation, in two passes (mean, then the
+    variance of the centred values): as accurate as ``instance_norm`` on contiguous data, while
+    one-pass batch-norm statistics lose 1e-4 at 1024 x 1024."""
+    b, c, h, w = x.shape
+    out = []
+    for i in range(b):
+        rows = x[i].permute(1, 2, 0).reshape(h * w, c)
+        centred = rows - rows.mean(dim=0)
+        rstd = torch.rsqrt(centred.square().mean(dim=0) + _NORM_EPS)
+        out.append(centred.mul_(rstd).view(1, h, w, c).permute(0, 3, 1, 2))
+    return out[0] if b == 1 else torch.cat(out)
 
 
 class Levels(nn.Module):
@@ -194,7 +201,10 @@ class InstanceDecoder(nn.Module):
         """The three maps ``(B, 3, H, W)`` at the image's ``original_size`` ``(H, W)``: the
         decoder output cropped to the resized image ``input_size`` ``(h, w)`` and resized
         bilinearly (the padding in the model frame is dropped)."""
-        out = self.forward(features, poll)
+        return self.to_image(self.forward(features, poll), input_size, original_size)
+
+    def to_image(self, out: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]) -> torch.Tensor:
+        """Decoder output ``(B, 3, s, s)`` -> maps at ``original_size`` (see :meth:`maps`)."""
         if out.shape[-1] != self.img_size:  # the model frame is S x S
             out = F.interpolate(out, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
         out = out[..., : input_size[0], : input_size[1]]
@@ -209,16 +219,16 @@ def upsampler_of(state: dict[str, torch.Tensor]) -> str:
 
 
 def build_decoder(state: dict[str, torch.Tensor] | None = None, upsampler: str | None = None,
-                  name: str = "the decoder") -> InstanceDecoder:
+                  name: str = "the decoder", img_size: int = 1024) -> InstanceDecoder:
     """An :class:`InstanceDecoder` in eval mode, loaded strictly from ``state`` when given (its
     upsampler variant is detected; encoder keys ``encoder.*`` are ignored), else random init
-    with ``upsampler`` (default ``"interpolate"``)."""
+    with ``upsampler`` (default ``"interpolate"``). ``img_size``: the SAM model's input size."""
     from .formats import CheckpointError, mismatch
 
     if state is None:
-        return InstanceDecoder(upsampler=upsampler or "interpolate").eval()
+        return InstanceDecoder(upsampler=upsampler or "interpolate", img_size=img_size).eval()
     state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    decoder = InstanceDecoder(upsampler=upsampler or upsampler_of(state))
+    decoder = InstanceDecoder(upsampler=upsampler or upsampler_of(state), img_size=img_size)
     problems = mismatch(decoder.state_dict(), state)
     if problems:
         raise CheckpointError(" ".join([f"{name} is not a micro-sam instance-segmentation decoder.", *problems]))
