@@ -79,8 +79,10 @@ def guess_model_type(state: dict[str, torch.Tensor]) -> str | None:
     if weight is None:
         return None
     depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    pos = state.get("image_encoder.pos_embed")
+    grid = pos.shape[1] if pos is not None else None
     for name, cfg in CONFIGS.items():
-        if cfg.dim == weight.shape[0] and cfg.depth == depth:
+        if cfg.dim == weight.shape[0] and cfg.depth == depth and grid in (None, cfg.img_size // 16):
             return name
     return None
 
