@@ -38,7 +38,6 @@ class PixelDecoder(InstanceDecoder):
     def __init__(self, fixed_maps: np.ndarray | None = None) -> None:
         nn.Module.__init__(self)
         self.model_name = None
-        self.img_size = 1024
         self.fixed = fixed_maps
         self.calls = 0
 

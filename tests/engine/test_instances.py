@@ -203,7 +203,7 @@ def test_real_decoder_on_a_predictor(rgb_image, tmp_path):
     predictor = Predictor(model, "cpu")
     predictor.set_image(rgb_image)
     state = random_state_dict(build_decoder(), seed=2)
-    decoder = build_decoder(state, img_size=256)
+    decoder = build_decoder(state)
     labels = segment_instances(predictor, decoder, min_size=0)
     assert labels.shape == rgb_image.shape[:2] and labels.dtype == np.uint32
     np.testing.assert_array_equal(segment_instances(predictor.embedding, decoder, min_size=0), labels)
@@ -212,7 +212,6 @@ def test_real_decoder_on_a_predictor(rgb_image, tmp_path):
     from napari_sam.engine import load_decoder
 
     loaded = load_decoder(path)
-    loaded.img_size = 256
     assert loaded.model_name is None
     np.testing.assert_array_equal(segment_instances(predictor, loaded, min_size=0), labels)
     with pytest.raises(RuntimeError, match="no image set"):

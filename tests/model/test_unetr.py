@@ -40,7 +40,7 @@ def test_parity_small_grid(upsampler):
     """A 16 x 16 embedding (a 256-pixel model): maps within 1e-4 of micro-sam's decoder, cropped and
     resized alike (to the model frame, larger and smaller images)."""
     state = decoder_state(upsampler)
-    ours = build_decoder(state, img_size=256)
+    ours = build_decoder(state)
     theirs = micro_sam.reference_decoder(build_sam("vit_tiny_test_256").image_encoder, state)
     x = torch.randn(1, 256, 16, 16, generator=torch.Generator().manual_seed(1))
     out = ours(x)
@@ -69,7 +69,7 @@ def test_parity_full_size():
 
 
 def test_batch_equals_single_images():
-    decoder = build_decoder(decoder_state("transpose"), img_size=256)
+    decoder = build_decoder(decoder_state("transpose"))
     x = torch.randn(2, 256, 8, 8, generator=torch.Generator().manual_seed(3))
     both = decoder(x)
     assert both.shape == (2, 3, 128, 128)
@@ -78,7 +78,7 @@ def test_batch_equals_single_images():
 
 
 def test_poll_between_stages():
-    decoder = build_decoder(decoder_state("interpolate"), img_size=256)
+    decoder = build_decoder(decoder_state("interpolate"))
     x = torch.zeros(1, 256, 8, 8)
     calls = []
     decoder(x, poll=lambda: calls.append(1))

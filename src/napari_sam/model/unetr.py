@@ -1,10 +1,11 @@
 """Instance-segmentation decoder of micro-sam: a convolutional UNETR head on SAM's embedding.
 
-Input: the image embedding ``(B, 256, 64, 64)`` of a SAM encoder (the encoder itself is not part
-of this module: it runs once, in the predictor). Output: three sigmoid maps ``(B, 3, S, S)`` in the
-model's padded input frame (``S = 1024``): foreground probability, distance to the object centre
-and distance to the object boundary (both normalised to 0-1, low inside an object's core).
-:meth:`InstanceDecoder.maps` crops the padding and resizes them to the image.
+Input: the image embedding ``(B, 256, G, G)`` of a SAM encoder (the encoder itself is not part
+of this module: it runs once, in the predictor). Output: three sigmoid maps ``(B, 3, S, S)`` in
+the model's padded input frame (``S = 16 G``: 1024 for the 64 x 64 embedding of every released
+model): foreground probability, distance to the object centre and distance to the object
+boundary (both normalised to 0-1, low inside an object's core). :meth:`InstanceDecoder.maps`
+crops the padding and resizes them to the image.
 
 Layout (``F = (512, 256, 128, 64)``, no skip connections from the encoder):
 
@@ -145,17 +146,16 @@ def middle_channels(x: torch.Tensor, count: int) -> torch.Tensor:
 class InstanceDecoder(nn.Module):
     """micro-sam's instance-segmentation decoder (see module docstring).
 
-    ``upsampler``: ``"interpolate"`` or ``"transpose"``; ``img_size``: the model input size ``S``.
-    ``model_name`` is set by :func:`napari_sam.weights.load_decoder` to the registry name it was
-    loaded for (None for other files); per-model post-processing defaults are looked up by it.
+    ``upsampler``: ``"interpolate"`` or ``"transpose"``. ``model_name`` is set by
+    :func:`napari_sam.weights.load_decoder` to the registry name it was loaded for (None for
+    other files); per-model post-processing defaults are looked up by it.
     """
 
     def __init__(self, embed_dim: int = 256, features: Sequence[int] = FEATURES, out_channels: int = 3,
-                 upsampler: str = "interpolate", img_size: int = 1024) -> None:
+                 upsampler: str = "interpolate") -> None:
         super().__init__()
         f = tuple(features)
         self.upsampler = upsampler
-        self.img_size = img_size
         self.model_name: str | None = None
         self.decoder = Levels(upsampler, f)
         self.deconv1 = UpBlock(upsampler, embed_dim, f[0])
@@ -204,9 +204,7 @@ class InstanceDecoder(nn.Module):
         return self.to_image(self.forward(features, poll), input_size, original_size)
 
     def to_image(self, out: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]) -> torch.Tensor:
-        """Decoder output ``(B, 3, s, s)`` -> maps at ``original_size`` (see :meth:`maps`)."""
-        if out.shape[-1] != self.img_size:  # the model frame is S x S
-            out = F.interpolate(out, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        """Decoder output ``(B, 3, S, S)`` (the model frame) -> maps at ``original_size`` (see :meth:`maps`)."""
         out = out[..., : input_size[0], : input_size[1]]
         if tuple(out.shape[-2:]) != tuple(original_size):
             out = F.interpolate(out, tuple(original_size), mode="bilinear", align_corners=False)
@@ -219,16 +217,16 @@ def upsampler_of(state: dict[str, torch.Tensor]) -> str:
 
 
 def build_decoder(state: dict[str, torch.Tensor] | None = None, upsampler: str | None = None,
-                  name: str = "the decoder", img_size: int = 1024) -> InstanceDecoder:
+                  name: str = "the decoder") -> InstanceDecoder:
     """An :class:`InstanceDecoder` in eval mode, loaded strictly from ``state`` when given (its
     upsampler variant is detected; encoder keys ``encoder.*`` are ignored), else random init
-    with ``upsampler`` (default ``"interpolate"``). ``img_size``: the SAM model's input size."""
+    with ``upsampler`` (default ``"interpolate"``)."""
     from .formats import CheckpointError, mismatch
 
     if state is None:
-        return InstanceDecoder(upsampler=upsampler or "interpolate", img_size=img_size).eval()
+        return InstanceDecoder(upsampler=upsampler or "interpolate").eval()
     state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    decoder = InstanceDecoder(upsampler=upsampler or upsampler_of(state), img_size=img_size)
+    decoder = InstanceDecoder(upsampler=upsampler or upsampler_of(state))
     problems = mismatch(decoder.state_dict(), state)
     if problems:
         raise CheckpointError(" ".join([f"{name} is not a micro-sam instance-segmentation decoder.", *problems]))
