@@ -4,7 +4,6 @@ loading both by name."""
 
 from __future__ import annotations
 
-import socket
 import warnings
 from dataclasses import replace
 
@@ -15,12 +14,7 @@ from napari_sam import weights, zoo
 from napari_sam.model import build_decoder, build_sam, random_state_dict
 from napari_sam.weights import REGISTRY, WeightsInfo, WeightsUnavailableError, fetch, hash_of
 from tests.oracles import micro_sam
-
-
-def closed_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+from tests.weights_helpers import placed
 
 
 def test_registry_is_micro_sams(monkeypatch, tmp_path):
@@ -62,18 +56,8 @@ def test_groups_summaries_and_file_names():
     assert not REGISTRY["vit_t"].has_decoder and not REGISTRY["vit_b"].has_decoder
 
 
-def placed(tmp_path, name: str, data: bytes) -> WeightsInfo:
-    """Put ``data`` in the cache as registry model ``name``'s file; an info whose hash fits and
-    whose URL cannot be reached (so nothing is downloaded)."""
-    info = REGISTRY[name]
-    (weights.cache_dir()).mkdir(parents=True, exist_ok=True)
-    path = weights.cache_dir() / info.filename
-    path.write_bytes(data)
-    return replace(info, url=closed_port() + "/x", xxh128=hash_of(path, "xxh128"))
-
-
 def test_placed_files_are_verified_by_xxh128(tmp_path):
-    info = placed(tmp_path, "vit_t", b"mobile sam weights")
+    info = placed("vit_t", b"mobile sam weights")
     assert fetch(info) == weights.cache_dir() / "vit_t.pt"
     assert (weights.cache_dir() / "vit_t.pt.verified").read_text().startswith(f"xxh128:{info.xxh128} ")
     wrong = replace(info, xxh128="0" * 32)
@@ -123,7 +107,7 @@ def vit_t_lm(tmp_path, monkeypatch):
     torch.save(random_state_dict(build_sam("vit_t"), seed=0), encoder)
     decoder = tmp_path / "dec.pt"
     torch.save(random_state_dict(build_decoder(upsampler="transpose"), seed=1), decoder)
-    info = placed(tmp_path, "vit_t_lm", encoder.read_bytes())
+    info = placed("vit_t_lm", encoder.read_bytes())
     dinfo = replace(info.decoder, url=info.url)
     (weights.cache_dir() / dinfo.filename).write_bytes(decoder.read_bytes())
     dinfo = replace(dinfo, xxh128=hash_of(weights.cache_dir() / dinfo.filename, "xxh128"))

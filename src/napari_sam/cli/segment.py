@@ -1,5 +1,10 @@
 """``napari-sam segment``: segment everything in many images, one label TIFF per input.
 
+Two modes: ``--mode amg`` prompts SAM with a grid of points (segment everything); ``--mode ais``
+runs the instance-segmentation decoder of micro-sam's models on the embedding (automatic
+instance segmentation, planes of a stack merged by overlap). The default is ``ais`` for a model
+that has a decoder, ``amg`` otherwise.
+
 Single process by default; ``--workers N`` starts a local dask.distributed cluster (loopback
 only), ``--scheduler tcp://host:port`` sends the work to an existing one. Every worker loads
 the model once and keeps it for all the images it gets. Workers read their inputs and write
@@ -29,7 +34,7 @@ from ..io.images import IMAGE_SUFFIXES, guess_rgb, open_image
 
 OUTPUT_SUFFIX = "_labels.tif"
 
-_LOCAL = threading.local()  # per worker thread: {(model, device): Predictor}
+_LOCAL = threading.local()  # per worker thread: {(model, device): Predictor} and the decoders
 
 
 # --- work done on a worker --------------------------------------------------------------
@@ -54,6 +59,18 @@ def cached_predictor(model: str, device: str, torch_threads: int | None = None):
     return cache[key], True
 
 
+def cached_decoder(model: str):
+    """The instance-segmentation decoder of ``model``, loaded once per worker thread."""
+    cache = getattr(_LOCAL, "decoders", None)
+    if cache is None:
+        cache = _LOCAL.decoders = {}
+    if str(model) not in cache:
+        from ..weights import load_decoder
+
+        cache[str(model)] = load_decoder(model)
+    return cache[str(model)]
+
+
 def planes_of(image: np.ndarray) -> tuple[tuple[int, ...], bool]:
     """Leading (stack) shape and whether the last axis is colour (like napari: a last axis of
     3 or 4 on 3+ dimensions)."""
@@ -73,6 +90,9 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
     if rgb and image.shape[-1] == 4:
         image = image[..., :3]
     limits = estimate_limits(image, rgb)  # as `napari-sam embed` and the widget normalise a stack
+    if params.get("mode") == "ais":
+        return segment_instances_image(predictor, image, rgb, limits, params)
+    params = {k: v for k, v in params.items() if k != "mode"}
     plane_shape = image.shape[len(stack): len(stack) + 2]
     labels = np.zeros((*stack, *plane_shape), dtype=np.uint32)
     total = 0
@@ -86,6 +106,17 @@ def segment_image(predictor, image: np.ndarray, params: dict, log=None) -> tuple
         if log is not None and stack:
             log(f"  plane {n + 1}/{int(np.prod(stack))}: {len(masks)} masks")
     return labels, total
+
+
+def segment_instances_image(predictor, image, rgb: bool, limits, params: dict) -> tuple[np.ndarray, int]:
+    """``--mode ais``: labels of every plane by the model's decoder, merged across the planes of a
+    stack (large planes are tiled); ``params`` holds ``model`` and the post-processing values."""
+    from ..engine import VolumeEmbeddings, segment_instances
+
+    decoder = cached_decoder(params["model"])
+    vol = VolumeEmbeddings(image, predictor, rgb=rgb, contrast_limits=limits)
+    labels = segment_instances(vol, decoder, **{k: params.get(k) for k in AIS_PARAMS})
+    return labels, int(labels.max())
 
 
 def segment_file(src: str, dst: str, model: str, device: str, params: dict,
@@ -127,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--out", type=Path, required=True, help="folder for the label TIFFs (created)")
-    p.add_argument("--model", default="vit_b", help="vit_b (default), vit_l, vit_h or a .pth checkpoint")
+    p.add_argument("--model", default="vit_b", help="vit_b (default), any registered model (vit_b_lm, vit_t, "
+                   "...: docs/models.md) or a checkpoint file")
+    p.add_argument("--mode", choices=("ais", "amg"), default=None,
+                   help="ais: the model's instance decoder (default for models that have one, e.g. vit_b_lm); "
+                        "amg: segment everything with a grid of point prompts (default otherwise)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=0, metavar="N",
@@ -150,7 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crop-n-layers", type=int, default=0)
     g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
     g.add_argument("--min-mask-region-area", type=int, default=0)
+    a = p.add_argument_group("instance decoder, --mode ais (see napari_sam.engine.segment_instances; "
+                             "default: the model's own settings)")
+    for name in AIS_PARAMS:
+        a.add_argument("--" + name.replace("_", "-"), type=int if name == "min_size" else float, default=None)
     return p
+
+
+AIS_PARAMS = ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
+              "foreground_smoothing", "distance_smoothing", "min_size")
 
 
 PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
@@ -166,6 +209,23 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)  # a missing file is reported as a failure, like a corrupt one
     return found
+
+
+def mode_params(args) -> dict:
+    """What :func:`segment_image` needs for the chosen (or default) ``--mode``; checked before
+    any model is loaded: ``ais`` needs a model with an instance decoder."""
+    from ..weights import REGISTRY, has_decoder
+
+    if str(args.model) not in REGISTRY and not Path(args.model).expanduser().is_file():
+        raise ValueError(f"--model {args.model}: neither a registered model ({', '.join(REGISTRY)}) nor a file")
+    decoder = has_decoder(args.model)
+    mode = args.mode or ("ais" if decoder else "amg")
+    if mode == "ais" and not decoder:
+        raise ValueError(f"--mode ais needs a model with an instance-segmentation decoder; {args.model} has none "
+                         "(use --mode amg, or a model such as vit_b_lm)")
+    if mode == "ais":
+        return {"mode": "ais", "model": str(args.model), **{name: getattr(args, name) for name in AIS_PARAMS}}
+    return {"mode": "amg", **{name: getattr(args, name) for name in PARAMS}}
 
 
 def output_for(path: Path, out: Path) -> Path:
@@ -186,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("error: no input images", file=sys.stderr)
         return 2
+    try:
+        params = mode_params(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    params = {name: getattr(args, name) for name in PARAMS}
+    print(f"mode: {params['mode']}" + (" (the model's instance decoder)" if params["mode"] == "ais" else
+                                        " (segment everything)"), flush=True)
     jobs = []
     records = []
     for src, dst in zip(inputs, outputs):
