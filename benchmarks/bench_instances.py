@@ -50,11 +50,12 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 def ais(args) -> dict:
     state = random_state_dict(build_decoder(upsampler=args.upsampler), seed=0)
     ours = build_decoder(state)
-    theirs = micro_sam.reference_decoder(build_sam("vit_tiny_test").image_encoder, state)
+    frame_model = "vit_tiny_test" if args.grid == 64 else "vit_tiny_test_256"  # the oracle reads its frame there
+    theirs = micro_sam.reference_decoder(build_sam(frame_model).image_encoder, state)
     segmenter = micro_sam.reference_segmenter(theirs)
-    features = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    features = torch.randn(1, 256, args.grid, args.grid, generator=torch.Generator().manual_seed(1))
     h, w = args.size
-    scale = 1024 / max(h, w)
+    scale = 16 * args.grid / max(h, w)
     input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
     params = instance_defaults(None)
 
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, nargs=2, default=(1024, 1024), metavar=("H", "W"), help="image size")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--grid", type=int, default=64, choices=(64, 16),
+                   help="embedding grid: 64 (every released model; a 1024 px frame) or 16 (quick checks)")
     p.add_argument("--upsampler", default="interpolate", choices=("interpolate", "transpose"))
     p.add_argument("--skip-embeddings", action="store_true", help="only the instance segmentation step")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")

@@ -57,7 +57,8 @@ def test_instance_benchmark_runs(tmp_path, capsys):
     from benchmarks import bench_instances
 
     out = tmp_path / "ais.json"
-    assert bench_instances.main(["--size", "96", "128", "--repeats", "1", "--skip-embeddings", "--json", str(out)]) == 0
+    assert bench_instances.main(["--size", "96", "128", "--grid", "16", "--repeats", "1", "--skip-embeddings",
+                                   "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["ais"]["agreement"]["maps_max_abs"] < 1e-4
     assert {"step_s", "decoder_s", "post_s"} <= set(res["ais"]["ours"]) and res["command"]
