@@ -175,7 +175,7 @@ def test_load_model_from_path(tiny_checkpoint, rgb_image):
 
 
 def test_load_model_refuses_nonsense(tmp_path):
-    with pytest.raises(ValueError, match="neither a model name"):
+    with pytest.raises(ValueError, match="neither a registered model name"):
         weights.load_model(tmp_path / "nothing.pth")
 
 

@@ -51,3 +51,15 @@ def test_peak_memory_reports_a_figure():
 def test_test_image_shape(size):
     img = bench.test_image(size)
     assert img.shape == (size, size, 3) and img.dtype.name == "uint8"
+
+
+def test_instance_benchmark_runs(tmp_path, capsys):
+    from benchmarks import bench_instances
+
+    out = tmp_path / "ais.json"
+    assert bench_instances.main(["--size", "96", "128", "--grid", "16", "--repeats", "1", "--skip-embeddings",
+                                   "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["ais"]["agreement"]["maps_max_abs"] < 1e-4
+    assert {"step_s", "decoder_s", "post_s"} <= set(res["ais"]["ours"]) and res["command"]
+    assert "| AIS after the embedding (s) |" in capsys.readouterr().out

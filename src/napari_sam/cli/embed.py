@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-sam embed", description=__doc__.splitlines()[0])
     p.add_argument("image", type=Path, help="image file (.tif, .npy, .zarr, .png ...)")
     p.add_argument("--out", type=Path, required=True, help="zarr store to write (EMB.zarr)")
-    p.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h or a .pth checkpoint")
+    p.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h, any registered model (vit_b_lm, vit_t, "
+                   "...: docs/models.md) or a checkpoint file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--tile", type=int, default=None, help="tile size for large planes (default: auto)")
     p.add_argument("--halo", type=int, default=None, help="halo around each tile (default 128)")
