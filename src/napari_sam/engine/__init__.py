@@ -3,9 +3,10 @@
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .channels import ChannelComposite, ChannelSlice, channel_view
-from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
+from .predictor import Cancelled, Embedding, Prediction, Predictor, available_devices, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
+from .settings import GeneratorSettings
 from .store import EmbeddingStore, StoreInfo, StoreMismatch
 from .tiling import TileLayout
 from .volume import PlanePrediction, VolumeEmbeddings
@@ -15,4 +16,4 @@ __all__ = [
     "PlanePrediction", "Prediction", "Predictor", "PropagationStep", "PropagationStop", "StoreInfo", "StoreMismatch",
     "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
-__all__ += ["channel_view", "generate_masks", "masks_to_labels"]
+__all__ += ["GeneratorSettings", "available_devices", "channel_view", "generate_masks", "masks_to_labels"]
