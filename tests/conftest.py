@@ -53,3 +53,30 @@ def rgb_image() -> np.ndarray:
     for r, c, rad in [(80, 100, 40), (200, 300, 60), (220, 90, 25)]:
         img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] += 150
     return img.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(5, 96, 128) uint16: a bright disc drifting through z on a noisy background."""
+    rng = np.random.default_rng(11)
+    rr, cc = np.mgrid[:96, :128]
+    data = rng.integers(0, 400, (5, 96, 128)).astype(np.uint16)
+    for z in range(5):
+        data[z][(rr - 48) ** 2 + (cc - 50 - 3 * z) ** 2 < 22**2] += 3000
+    return data
+
+
+@pytest.fixture()
+def count_embeddings(monkeypatch):
+    """Every embedding computed from now on (in any thread) is counted."""
+    from napari_sam.engine import Predictor
+
+    calls = []
+    original = Predictor.compute_embedding
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "compute_embedding", counting)
+    return calls
