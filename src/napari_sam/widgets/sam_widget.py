@@ -50,7 +50,7 @@ class SamWidget(QWidget):
     def _wire(self) -> None:
         ui, s, events = self.ui, self.session, self.viewer.layers.events
         s.events.status.connect(self._show_status)
-        s.events.busy.connect(ui.cancel.setEnabled)
+        s.events.busy.connect(lambda on: ui.cancel.setEnabled(bool(on)))
         s.events.candidates.connect(self._buttons)
         s.events.chosen.connect(lambda _: self._buttons())
         s.events.polarity.connect(self._polarity)
@@ -79,6 +79,9 @@ class SamWidget(QWidget):
             button.clicked.connect(lambda _=False, k=k: self.select_candidate(k))
         for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through):
             combo.activated.connect(lambda _: self.links.defer(self.refocus))
+        for button in [*ui.choose, ui.load, ui.cancel, ui.commit, ui.clear, ui.undo, ui.redo, ui.propagate,
+                       ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite]:
+            button.clicked.connect(lambda *_: self.links.defer(self.refocus))  # Qt gives a click's focus to the window
 
     def _show_status(self, text: str, warn: bool) -> None:
         self.ui.status.setText(text)
@@ -101,7 +104,8 @@ class SamWidget(QWidget):
         button.blockSignals(False)
 
     def _focus_changed(self, old, new) -> None:
-        if new is not None and not self.isAncestorOf(new) and new.window() is self.window():
+        if new is not None and new.window() is self.window() and not self.isAncestorOf(new) \
+                and not new.isAncestorOf(self):
             self._refocus_target = new  # where the user works (the canvas): keys go there
 
     def refocus(self) -> None:

@@ -102,8 +102,8 @@ class EverythingPanel:
         return {name: box.value() for name, box in self.boxes.items()}
 
 
-def _spin(spec, value):
-    low, high = spec.metadata["range"]
+def _spin(spec, value, low=None):
+    low, high = spec.metadata["range"][0] if low is None else low, spec.metadata["range"][1]
     box = QDoubleSpinBox() if spec.metadata["step"] is not None else QSpinBox()
     box.setRange(low, high)
     if spec.metadata["step"] is not None:
@@ -136,9 +136,8 @@ def build_everything(root: QVBoxLayout) -> EverythingPanel:
         if not spec.metadata["panel"]:
             continue
         auto = spec.name == "points_per_side"
-        box = boxes[spec.name] = _spin(spec, 0 if auto else getattr(defaults, spec.name))
+        box = boxes[spec.name] = _spin(spec, 0 if auto else getattr(defaults, spec.name), 0 if auto else None)
         if auto:  # 0: auto
-            box.setMinimum(0)
             box.setSpecialValueText("auto (16 CPU / 32 GPU)")
             box.setToolTip("Grid of points per side (0 = auto: 16 on a CPU, 32 on a GPU; the 32x32 grid "
                            "takes minutes on a CPU)")
