@@ -166,3 +166,20 @@ def test_cancel_is_enabled_exactly_while_a_job_runs(ready, viewer, qtbot):
     assert not with_role(viewer, "propagated") or not with_role(viewer, "propagated")[0].data.any()
     del vol.embedding
     assert L.role(viewer.layers.selection.active) == "points"
+
+
+def test_a_zcyx_imagej_tiff_starts_with_the_right_axes(viewer, widget, tmp_path):
+    """The stack of issue 11, opened with napari's own reader (which names no axes): the
+    widget reads the file's ImageJ axes, takes C as the channel axis and walks Z."""
+    import npe2
+    import tifffile
+
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, np.zeros((31, 2, 244, 228), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    npe2.PluginManager.instance().discover()
+    viewer.open(str(path))
+    assert widget.wait_idle(20)
+    s, ui = widget.session, widget.ui
+    assert s.axes.channel_axis == 1 and s.planes.through_image_axis() == 0
+    assert ui.channel_axis.currentText() == "C (2)" and ui.through.currentText() == "Z (31)"
+    assert s.planes.plane_label(s.plane) == f"z={viewer.dims.current_step[0]}"

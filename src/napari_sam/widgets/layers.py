@@ -16,6 +16,7 @@ map shows the chosen one bright and the others dim, so choosing only changes the
 from __future__ import annotations
 
 from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from napari.layers import Image, Labels, Layer, Points, Shapes
@@ -28,6 +29,7 @@ POSITIVE, NEGATIVE = "#39ff14", "#ff2d55"
 CANDIDATE_COLORS = ((0.0, 0.9, 1.0), (1.0, 0.69, 0.0), (0.83, 0.42, 1.0))
 CHOSEN_ALPHA, DIMMED_ALPHA = 0.6, 0.18
 EMPTY_NAME = "SAM candidates"
+_COLOURS: WeakKeyDictionary = WeakKeyDictionary()  # candidate layer -> what its colour map shows
 
 
 def role(layer: Layer) -> str | None:
@@ -101,7 +103,8 @@ def make_boxes(image: Image, image_shape: tuple[int, int]) -> Shapes:
 def make_candidates(image: Image, plane_shape: tuple[int, int]) -> Labels:
     """The (empty) candidate layer of a plane of ``image``."""
     return Labels(np.zeros(plane_shape, np.uint8), name=EMPTY_NAME, metadata={KEY: {"role": "candidate",
-                  "candidates": []}}, colormap=candidate_colormap([], 0), blending="translucent", **placement(image))
+                  "candidates": []}}, colormap=candidate_colormap([Candidate(0, np.zeros((1, 1), np.uint8), 0.0)], 0),
+                  blending="translucent", **placement(image))
 
 
 def candidate_data(candidates: list[Candidate]) -> np.ndarray:
@@ -164,7 +167,11 @@ def choose_candidate(layer: Labels, candidates: list[Candidate], chosen: int) ->
     """Show candidate ``chosen`` as the chosen one (colour map, name and metadata only)."""
     cand = next((c for c in candidates if c.index == chosen), None)
     layer.metadata = candidate_metadata(candidates, chosen)
-    layer.colormap = candidate_colormap(candidates, chosen)
+    if candidates:  # an empty layer keeps its colours (a colour map without labels is napari's random one)
+        kind = ("ids", len(candidates[0].ious)) if len(candidates) == 1 and candidates[0].ious else ("bits", chosen)
+        if _COLOURS.get(layer) != kind:  # a new colour map re-maps the whole plane: only when it changes
+            layer.colormap = candidate_colormap(candidates, chosen)
+            _COLOURS[layer] = kind
     name = cand.name if cand is not None else EMPTY_NAME
     if layer.name != name:
         layer.name = name

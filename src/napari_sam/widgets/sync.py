@@ -21,6 +21,7 @@ from napari.layers import Image, Labels
 from ..annotator import ImageSource, Session
 from ..annotator.history import plane_index
 from ..annotator.source import known_name
+from ..io.images import axis_names
 from . import layers as L
 
 FINISHED = {"added", "removed", "changed"}  # ignore adding / removing / changing (mid-edit)
@@ -57,6 +58,10 @@ def refresh_source(source: ImageSource, layer: Image, viewer) -> None:
     own = [known_name(n) for n in layer.axis_labels]
     dims = [known_name(n) for n in list(viewer.dims.axis_labels)[-layer.ndim:]]
     names = [o or d for o, d in zip(own, dims + [""] * (len(own) - len(dims)))]  # the layer's, else the viewer's
+    if not any(names):  # a TIFF opened by napari's reader: its ImageJ/OME axes
+        axes = axis_names(getattr(layer.source, "path", None) or "")
+        letters = [a.lower() for a in axes if a != "S" or not layer.rgb] if axes else []
+        names = letters if len(letters) == len(names) else names
     source.axis_names = tuple(names) + (("",) if layer.rgb else ())
     source.scale = tuple(float(s) for s in layer.scale)
     units = getattr(layer, "units", None)

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -51,6 +52,7 @@ class StatusLine(QLabel):
         self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         metrics = QFontMetrics(self.font())
         self.setFixedHeight(self.LINES * metrics.lineSpacing() + 6)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # new texts never relayout the panel
         self.setMinimumWidth(40)
         self.setText(text)
 
