@@ -21,10 +21,12 @@ import os
 import sys
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.settings import GeneratorSettings
 from ..io.images import IMAGE_SUFFIXES, guess_rgb, open_image
 
 OUTPUT_SUFFIX = "_labels.tif"
@@ -140,22 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-threads", action="store_true",
                    help="local workers are threads of this process instead of processes")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
-    g = p.add_argument_group("generator (see napari_sam.engine.generate_masks)")
-    g.add_argument("--points-per-side", type=int, default=32)
-    g.add_argument("--points-per-batch", type=int, default=64)
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    g.add_argument("--stability-score-thresh", type=float, default=0.95)
-    g.add_argument("--stability-score-offset", type=float, default=1.0)
-    g.add_argument("--box-nms-thresh", type=float, default=0.7)
-    g.add_argument("--crop-n-layers", type=int, default=0)
-    g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-    g.add_argument("--min-mask-region-area", type=int, default=0)
+    g = p.add_argument_group("generator (see napari_sam.engine.GeneratorSettings)")
+    for spec in fields(GeneratorSettings):  # one flag per setting, its default and help from there
+        g.add_argument("--" + spec.name.replace("_", "-"), type=type(spec.default), default=spec.default,
+                       help=f"{spec.metadata['tip']} (default {spec.default:g})")
     return p
 
 
-PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-          "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_overlap_ratio",
-          "min_mask_region_area")
+PARAMS = GeneratorSettings.names()
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:

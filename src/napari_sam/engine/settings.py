@@ -19,7 +19,7 @@ def _setting(default, label: str, tip: str, low, high, *, panel: bool = True, st
 class GeneratorSettings:
     """Parameters of SAM's automatic mask generator (see :mod:`napari_sam.engine.automatic`)."""
 
-    points_per_side: int = _setting(32, "Points per side", "grid of point prompts per side (32x32 by default)", 1, 128)
+    points_per_side: int = _setting(32, "Points per side", "grid of point prompts per side", 1, 128)
     points_per_batch: int = _setting(64, "Points per batch", "point prompts decoded per decoder call", 1, 4096,
                                      panel=False)
     pred_iou_thresh: float = _setting(0.88, "Pred. IoU threshold", "keep masks with predicted IoU above this "
