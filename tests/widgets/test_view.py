@@ -22,7 +22,7 @@ from .helpers import add_point, boxes_layer, candidate_layer, points_layer, pres
 def warnings(monkeypatch):
     """Texts of napari warning notifications shown by the widget."""
     shown = []
-    monkeypatch.setattr("napari_sam.widgets.sam_widget.show_warning", shown.append)
+    monkeypatch.setattr("napari.utils.notifications.show_warning", shown.append)
     return shown
 
 

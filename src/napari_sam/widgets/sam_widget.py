@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from napari.layers import Image
-from napari.utils.notifications import show_warning
+from napari.utils import notifications
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..annotator import Session
 from .choosers import Choosers
 from .executor import NapariExecutor
 from .links import Links
+from .panel_view import PanelView
 from .sync import LayerSync
 from .ui import build_panel
 
@@ -40,6 +41,7 @@ class SamWidget(QWidget):
         self.links = Links(self)
         self.sync = LayerSync(self.viewer, self.session, self.links)
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
+        self.panel = PanelView(self.ui, self.session)
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()
@@ -49,11 +51,6 @@ class SamWidget(QWidget):
     # --- wiring ----------------------------------------------------------------------
     def _wire(self) -> None:
         ui, s, events = self.ui, self.session, self.viewer.layers.events
-        s.events.status.connect(self._show_status)
-        s.events.busy.connect(lambda on: ui.cancel.setEnabled(bool(on)))
-        s.events.candidates.connect(self._buttons)
-        s.events.chosen.connect(lambda _: self._buttons())
-        s.events.polarity.connect(self._polarity)
         s.events.model.connect(lambda: s.model_source and self.choosers.show_model(*s.model_source))
         s.events.new_labels.connect(lambda *_: setattr(self.choosers, "labels_pick", ui.labels.currentText()))
         self.sync.on_target = self.choosers.target_created
@@ -82,26 +79,6 @@ class SamWidget(QWidget):
         for button in [*ui.choose, ui.load, ui.cancel, ui.commit, ui.clear, ui.undo, ui.redo, ui.propagate,
                        ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite]:
             button.clicked.connect(lambda *_: self.links.defer(self.refocus))  # Qt gives a click's focus to the window
-
-    def _show_status(self, text: str, warn: bool) -> None:
-        self.ui.status.setText(text)
-        if warn:
-            show_warning(f"Segment Anything: {text}")
-
-    def _buttons(self) -> None:
-        obj = self.session.object
-        for k, button in enumerate(self.ui.choose):
-            cand = obj.get(k) if len(obj.candidates) > 1 else None
-            button.setEnabled(cand is not None)
-            button.setText(f"{k + 1} · {cand.iou:.2f}" if cand else f"Mask {k + 1}")
-            button.setStyleSheet("font-weight: bold" if cand is not None and k == obj.chosen else "")
-
-    def _polarity(self, positive: bool) -> None:
-        button = self.ui.polarity
-        button.blockSignals(True)
-        button.setChecked(not positive)
-        button.setText(f"Next points: {'positive' if positive else 'negative'} (N)")
-        button.blockSignals(False)
 
     def _focus_changed(self, old, new) -> None:
         if new is not None and new.window() is self.window() and not self.isAncestorOf(new) \
@@ -141,7 +118,7 @@ class SamWidget(QWidget):
 
     def warn_soon(self, text: str) -> None:
         """A notification once napari is done with the current change, unless the viewer is closing."""
-        self.links.defer(lambda: len(self.viewer.layers) and show_warning(f"Segment Anything: {text}"))
+        self.links.defer(lambda: len(self.viewer.layers) and notifications.show_warning(f"Segment Anything: {text}"))
 
     # --- state of earlier versions ---------------------------------------------------
     image = property(lambda self: self.choosers.layer, doc="The image layer being segmented.")
