@@ -58,12 +58,9 @@ def rgb_image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def stack():
     """(5, 96, 128) uint16: a bright disc drifting through z on a noisy background."""
-    rng = np.random.default_rng(11)
-    rr, cc = np.mgrid[:96, :128]
-    data = rng.integers(0, 400, (5, 96, 128)).astype(np.uint16)
-    for z in range(5):
-        data[z][(rr - 48) ** 2 + (cc - 50 - 3 * z) ** 2 < 22**2] += 3000
-    return data
+    from tests.synthetic import drifting_disc
+
+    return drifting_disc((5,))
 
 
 @pytest.fixture()

@@ -12,18 +12,14 @@ import torch
 from napari_sam.annotator import Axes, ImageSource, Planes, default_axes
 from napari_sam.cli.embed import main as embed_main
 from napari_sam.io import read_labels_tiff
+from tests.synthetic import drifting_disc
 
 OPEN = dict(points_per_side=4, pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 
 
 def disc_planes(lead, drift_axis, seed):
     """uint16 ``(*lead, 96, 128)``: noise, plus a disc drifting along lead axis ``drift_axis``."""
-    rng = np.random.default_rng(seed)
-    rr, cc = np.mgrid[:96, :128]
-    data = rng.integers(0, 400, (*lead, 96, 128)).astype(np.uint16)
-    for idx in np.ndindex(*lead):
-        data[idx][(rr - 48) ** 2 + (cc - 50 - 3 * idx[drift_axis]) ** 2 < 22**2] += 3000
-    return data
+    return drifting_disc(lead, drift_axis, seed)
 
 
 @pytest.mark.parametrize("names", [(), ("z", "c", "y", "x"), ("Z", "C", "Y", "X")])
