@@ -132,8 +132,8 @@ class Session(EmbeddingCommands, ObjectCommands):
             self.events.busy.emit(busy)
 
     # --- image, plane, axes ----------------------------------------------------------
-    def set_image(self, source: ImageSource | None) -> None:
-        """Segment ``source`` from now on (None: no image)."""
+    def set_image(self, source: ImageSource | None, position: tuple[int, ...] | None = None) -> None:
+        """Segment ``source`` from now on (None: no image), shown at leading index ``position``."""
         if source is self.image:
             return
         self.slots.cancel("embed")
@@ -142,7 +142,8 @@ class Session(EmbeddingCommands, ObjectCommands):
         self.reset_object(clear_prompts=True)
         self.image = source
         self.axes = default_axes(source) if source is not None else Axes()
-        self.position = (0,) * len(source.lead_shape) if source is not None else ()
+        lead = source.lead_shape if source is not None else ()
+        self.position = tuple(position) if position is not None and len(position) == len(lead) else (0,) * len(lead)
         self.plane = self.planes.plane_of(self.position) if source is not None else ()
         if source is None:
             self.message(NO_IMAGE)

@@ -90,7 +90,7 @@ class Choosers:
                 self.ui.image.blockSignals(True)
                 self.ui.image.setCurrentText(layer.name)
                 self.ui.image.blockSignals(False)
-        self.session.set_image(source)
+        self.session.set_image(source, self.position(source))
         self.sync.ensure_layers(layer)
         self.dims_changed()
         self.refresh_labels()
@@ -107,9 +107,9 @@ class Choosers:
         if source is not None and not self.layer.rgb:
             source.contrast_limits = tuple(float(v) for v in self.layer.contrast_limits)
 
-    def position(self) -> tuple[int, ...]:
+    def position(self, source=None) -> tuple[int, ...]:
         """Leading index of the image that the viewer shows (``()`` for 2D images)."""
-        source = self.session.image
+        source = source or self.session.image
         lead = source.lead_shape if source is not None and self.layer is not None else ()
         if not lead:
             return ()
