@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .engine.predictor import Cancelled
+
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 15.0
@@ -121,8 +123,9 @@ class WeightsUnavailableError(RuntimeError):
     """The checkpoint could not be obtained; the message says how to place it by hand."""
 
 
-class DownloadCancelled(Exception):
-    """Raised from a download whose ``cancel()`` callback returned True."""
+class DownloadCancelled(Cancelled):
+    """Raised from a download whose ``cancel()`` callback returned True (a
+    :class:`napari_sam.engine.Cancelled`, like every cancelled job)."""
 
 
 def cache_dir() -> Path:
