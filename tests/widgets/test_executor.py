@@ -146,3 +146,44 @@ def test_decoding_runs_on_the_urgent_lane_latest_wins(viewer, widget, rgb_image,
     assert len(shown_candidates(viewer)) == 1
     add_point(viewer, 200, 300)
     assert widget.wait_idle(60) and len(requests) == 3
+
+
+EXIT_SCRIPT = """
+import sys, threading, time
+from qtpy.QtWidgets import QApplication
+app = QApplication([])
+from napari_sam.annotator import Task
+from napari_sam.widgets.executor import NapariExecutor
+
+executor = NapariExecutor()
+started = threading.Event()
+
+def slow(report, cancelled):  # a job that runs until it is cancelled (an embedding, a propagation)
+    started.set()
+    while not cancelled():
+        time.sleep(0.01)
+    return "stopped"
+
+def decode(report, cancelled):
+    return "decoded"
+
+executor.submit(Task("job", "k", slow))
+executor.submit(Task("decode", "d", decode, urgent=True))
+assert started.wait(10)
+app.processEvents()
+print("exiting", flush=True)
+sys.exit(0)  # the script ends while its job and the urgent worker still run
+"""
+
+
+def test_process_exits_cleanly_while_workers_run(tmp_path):
+    """A script (or napari quitting) that ends while a job runs: the executor cancels it and waits
+    for its threads at exit, so no worker outlives Qt's objects (that aborted the process)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "exiting" in done.stdout

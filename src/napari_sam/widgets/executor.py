@@ -10,19 +10,26 @@ they produce comes back to the GUI thread.
   through ``report(done, total)`` (engine callbacks, from deep inside a computation) through
   the one relay signal of this executor. Both end in ``Task.progressed`` / ``Task.yielded`` on
   the GUI thread.
+- When the application quits, or the Python process exits (a script that closed its viewer), the
+  executor cancels what it runs and waits (at most :data:`EXIT_WAIT_S`) for its threads: a worker
+  thread that outlives Qt's objects would abort the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
+import weakref
 
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from qtpy.QtCore import QObject, QThreadPool, Signal
+from qtpy.QtWidgets import QApplication
 
 from ..annotator import Task
 
 IDLE_S = 3.0
+EXIT_WAIT_S = 10.0
 MIN_POOL_THREADS = 4  # urgent lane + embedding + prefetch or a job + a cancelled one finishing
 
 
@@ -40,7 +47,12 @@ class NapariExecutor:
         self._bars: dict[Task, object] = {}
         self._urgent: queue.Queue = queue.Queue()
         self._lane = None  # the urgent worker while it runs
+        self._lane_task: Task | None = None  # what the urgent worker runs now
         self.closed = False
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+        atexit.register(_shutdown_if_alive, weakref.ref(self))
 
     def submit(self, task: Task) -> None:
         if task.urgent:
@@ -67,6 +79,15 @@ class NapariExecutor:
         """Stop the urgent worker (running tasks finish; nothing new starts there)."""
         self.closed = True
         self._urgent.put(None)
+
+    def shutdown(self, wait_s: float = EXIT_WAIT_S) -> bool:
+        """Cancel every task of this executor, stop the urgent worker and wait up to ``wait_s``
+        seconds for the worker threads; True when they all finished."""
+        self.close()
+        for task in [*self._bars, self._lane_task]:
+            if task is not None:
+                task.cancel()
+        return bool(QThreadPool.globalInstance().waitForDone(int(wait_s * 1000)))
 
     # --- GUI thread --------------------------------------------------------------------
     def _progressed(self, task: Task, done: int, total: int) -> None:
@@ -103,6 +124,7 @@ class NapariExecutor:
                 return
             if task is None:
                 return
+            self._lane_task = task
             steps = task.steps(lambda done, total: None)
             try:
                 while True:
@@ -111,6 +133,7 @@ class NapariExecutor:
                 yield task, "result", stop.value
             except Exception as exc:  # noqa: BLE001 (delivered to the task)
                 yield task, "error", exc
+            self._lane_task = None
             yield task, "finish", None
 
     @staticmethod
@@ -123,3 +146,9 @@ class NapariExecutor:
         self._lane = None
         if not self.closed and not self._urgent.empty():  # work came in while it was stopping
             self._start_lane()
+
+
+def _shutdown_if_alive(ref: weakref.ref) -> None:
+    executor = ref()
+    if executor is not None:
+        executor.shutdown()
