@@ -11,11 +11,12 @@ from .settings import GeneratorSettings
 from .store import EmbeddingStore, StoreDamageWarning, StoreExists, StoreInfo, StoreMismatch
 from .tiling import TileLayout
 from .volume import PlanePrediction, VolumeEmbeddings
+from .volume_line import VolumeLine
 
 __all__ = [
     "Cancelled", "ChannelComposite", "ChannelSlice", "Embedding", "EmbeddingCache", "EmbeddingStore", "Geometry",
     "PlanePrediction", "Prediction", "Predictor", "PropagationStep", "PropagationStop", "StoreInfo", "StoreMismatch",
-    "TileLayout", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
+    "TileLayout", "VolumeEmbeddings", "VolumeLine", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["GeneratorSettings", "available_devices", "channel_view", "generate_masks", "masks_to_labels"]
 __all__ += ["StoreDamageWarning", "StoreExists"]
