@@ -195,3 +195,13 @@ class Choosers:
         combo.setCurrentIndex(combo.findData(model))
         if self.ui.device.findText(device) >= 0:
             self.ui.device.setCurrentIndex(self.ui.device.findText(device))
+
+
+class SessionPlanes:
+    """What scripts of issue 5 reach through ``w.planes`` (``w.planes.axes.set_channel`` ...)."""
+
+    def __init__(self, session: Session) -> None:
+        self.axes = self.session = session
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)

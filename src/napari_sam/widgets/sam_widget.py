@@ -16,19 +16,20 @@ from napari.utils import notifications
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..annotator import Session
-from .choosers import Choosers
+from .choosers import Choosers, SessionPlanes
 from .executor import NapariExecutor
 from .links import Links
 from .panel_view import PanelView
 from .sync import LayerSync
+from .track_panel import TrackPanel
 from .ui import build_panel
 
 
 class SamWidget(QWidget):
     """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
     :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
-    :meth:`export_labels`, :meth:`segment_everything`, :meth:`propagate`,
-    :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for everything else."""
+    :meth:`export_labels`, :meth:`segment_everything`, :meth:`propagate`, :meth:`track`,
+    :meth:`tracked_planes`, :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for the rest."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -42,6 +43,7 @@ class SamWidget(QWidget):
         self.sync = LayerSync(self.viewer, self.session, self.links)
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
         self.panel = PanelView(self.ui, self.session)
+        self.track_panel = TrackPanel(self.ui, self.session, self.layout())
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()
@@ -66,7 +68,7 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.redo.clicked.connect(self.redo)
-        ui.propagate.clicked.connect(self.propagate)
+        ui.propagate.clicked.connect(lambda _=False: self.track_panel.run())
         ui.export.clicked.connect(self._export_clicked)
         ui.open_store.clicked.connect(self._open_store_clicked)
         ui.everything.run.clicked.connect(lambda _=False: self.segment_everything())
@@ -76,6 +78,7 @@ class SamWidget(QWidget):
             button.clicked.connect(lambda _=False, k=k: self.select_candidate(k))
         for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through):
             combo.activated.connect(lambda _: self.links.defer(self.refocus))
+        self.track_panel.controls.direction.activated.connect(lambda _: self.links.defer(self.refocus))
         for button in [*ui.choose, ui.load, ui.cancel, ui.commit, ui.clear, ui.undo, ui.redo, ui.propagate,
                        ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite]:
             button.clicked.connect(lambda *_: self.links.defer(self.refocus))  # Qt gives a click's focus to the window
@@ -127,7 +130,7 @@ class SamWidget(QWidget):
     current_key = property(lambda self: self.session.current_key)
     image_shape = property(lambda self: self.session.image.plane_shape if self.session.image else None)
     labels_shape = property(lambda self: self.session.image.labels_shape if self.session.image else None)
-    planes = property(lambda self: _Planes(self.session), doc="Issue 5's ``w.planes.axes.set_*`` (the session).")
+    planes = property(lambda self: SessionPlanes(self.session), doc="Issue 5's ``w.planes.axes.set_*`` (the session).")
 
     def set_image(self, layer: Image | None) -> None:
         """Segment ``layer`` (an Image layer; None: none)."""
@@ -184,6 +187,14 @@ class SamWidget(QWidget):
         :meth:`commit` then writes it through all of them with one id."""
         return self.session.propagate()
 
+    def track(self, direction: str = "both", objects=None) -> bool:
+        """SAM 2: track the current object and committed label ids ``objects`` of this plane (see
+        :meth:`Session.track`); True when the job started. :meth:`commit` writes them all."""
+        return self.session.track(direction, objects)
+
+    def tracked_planes(self) -> list[int]:  # plane indices along the through axis with a tracked mask
+        return self.session.tracked_planes()
+
     def segment_everything(self, **params) -> bool:
         """Find all objects on the plane on screen into a new ``SAM everything`` labels layer
         (background; ``generate_masks`` keywords override the panel's). False if impossible."""
@@ -237,12 +248,3 @@ class SamWidget(QWidget):
         self.executor.close()
         super().closeEvent(event)
 
-
-class _Planes:
-    """What scripts of issue 5 reach through ``w.planes`` (``w.planes.axes.set_channel`` ...)."""
-
-    def __init__(self, session: Session) -> None:
-        self.axes = self.session = session
-
-    def __getattr__(self, name):
-        return getattr(self.session, name)
