@@ -11,6 +11,7 @@ from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .sam2 import SAM2_CONFIGS, Sam2
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,28 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded into the requested model."""
 
 
-def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
-    """Build SAM of ``model_type`` (see :data:`CONFIGS`); random init when ``checkpoint`` is None.
+def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam | Sam2:
+    """Build SAM of ``model_type`` (see :data:`CONFIGS`) or SAM 2 (see :data:`SAM2_CONFIGS`);
+    random init when ``checkpoint`` is None.
 
-    The checkpoint is an official state dict (``sam_vit_b_01ec64.pth`` ...), loaded on the
-    CPU with ``weights_only=True`` and strict key matching. The model is returned in eval mode.
+    The checkpoint is an official file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_tiny.pt``
+    ``{"model": state_dict}`` ...), loaded on the CPU with ``weights_only=True`` and strict key
+    matching. The model is returned in eval mode.
     """
-    if model_type not in CONFIGS:
-        raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(CONFIGS)}")
-    cfg = CONFIGS[model_type]
-    grid = cfg.img_size // 16
-    model = Sam(
-        ImageEncoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
-                     global_blocks=cfg.global_blocks, img_size=cfg.img_size),
-        PromptEncoder(dim=256, grid=grid, img_size=cfg.img_size),
-        MaskDecoder(dim=256),
-        model_type=model_type,
-    )
+    if model_type in SAM2_CONFIGS:
+        model = Sam2(SAM2_CONFIGS[model_type], model_type)
+    elif model_type in CONFIGS:
+        cfg = CONFIGS[model_type]
+        grid = cfg.img_size // 16
+        model = Sam(
+            ImageEncoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
+                         global_blocks=cfg.global_blocks, img_size=cfg.img_size),
+            PromptEncoder(dim=256, grid=grid, img_size=cfg.img_size),
+            MaskDecoder(dim=256),
+            model_type=model_type,
+        )
+    else:
+        raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join([*CONFIGS, *SAM2_CONFIGS])}")
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()
@@ -76,7 +82,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def guess_model_type(state: dict[str, torch.Tensor]) -> str | None:
-    """The configuration whose encoder width and depth match ``state``, if any."""
+    """The configuration whose encoder width and depth match ``state``, if any (SAM 2: the
+    trunk's; the first such configuration, an official one before test ones of other input
+    sizes, which have the same weights)."""
+    trunk = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if trunk is not None:
+        depth = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+        return next((name for name, cfg in SAM2_CONFIGS.items()
+                     if cfg.embed_dim == trunk.shape[0] and sum(cfg.stages) == depth), None)
     weight = state.get("image_encoder.patch_embed.proj.weight")
     if weight is None:
         return None
@@ -87,7 +100,7 @@ def guess_model_type(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def load_checkpoint(model: Sam, checkpoint: str | Path | dict[str, torch.Tensor], name: str | None = None) -> None:
+def load_checkpoint(model: Sam | Sam2, checkpoint: str | Path | dict[str, torch.Tensor], name: str | None = None) -> None:
     """Load a checkpoint file (or its state dict) into ``model`` strictly; explain
     mismatches in the error (``name`` labels a state dict in messages)."""
     if isinstance(checkpoint, dict):
