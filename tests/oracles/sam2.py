@@ -130,3 +130,20 @@ def _keep_memories_fp32(predictor) -> None:
 
     predictor._run_single_frame_inference = run_single
     predictor._run_memory_encoder = run_encoder
+
+
+def reference_shapes(model_type: str) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer names and shapes of Meta's model for our configuration (built on the
+    meta device: no memory, no weights)."""
+    load()
+    from hydra import compose
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config, overrides = config_file_and_overrides(model_type)
+    cfg = compose(config_name=config, overrides=overrides)
+    OmegaConf.resolve(cfg)
+    linspace = torch.linspace  # the trunk reads its (zero) drop-path rates with .item()
+    with torch.device("meta"), mock.patch("torch.linspace", lambda *a, **k: linspace(*a, **{**k, "device": "cpu"})):
+        model = instantiate(cfg.model, _recursive_=True)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -45,7 +45,7 @@ from .mask_ops import (
     unpack_masks,
     upscale_logits_cropped,
 )
-from .predictor import Cancelled, Embedding, Predictor
+from .predictor import Cancelled, Embedding, Predictor, mask_frame
 
 CROP_NMS_THRESH = 0.7
 """Box IoU above which a mask from a larger crop is dropped in favour of one from a smaller crop."""
@@ -171,9 +171,7 @@ def _resolve(source, model) -> _Source:
         sam = model.model if isinstance(model, Predictor) else model
         if getattr(sam, "model_type", None) not in (None, source.model_name):
             raise ValueError(f"embedding was computed by {source.model_name!r}, model is {sam.model_type!r}")
-        features = source.features.to(sam.device)
-        emb = Embedding(features, source.original_size, source.input_size, source.model_name)
-        return _Source(sam, emb, None, predictor)
+        return _Source(sam, source.to(sam.device), None, predictor)
     raise TypeError(f"expected a Predictor or an Embedding, got {type(source).__name__}")
 
 
@@ -194,12 +192,14 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
     in_h, in_w = geometry.input_size
     chunk = max(1, _UPSCALE_BYTES // (4 * (in_h * in_w + crop_h * crop_w)))
     out = _Found(tuple(crop))
+    extra = {} if embedding.high_res is None else {"high_res": embedding.high_res}  # SAM 2
+    frame = mask_frame(model, geometry)
 
     for start in range(0, len(points_rc), points_per_batch):
         step()
         xy = points_xy[start:start + points_per_batch]
         labels = torch.ones(len(xy), 1, dtype=torch.int64, device=device)
-        logits, iou = model.decode(embedding.features, (xy[:, None, :], labels), None, None, True)
+        logits, iou = model.decode(embedding.features, (xy[:, None, :], labels), None, None, True, **extra)
         n_out = logits.shape[1]
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
         point_idx = torch.arange(start, start + len(xy), device=device).repeat_interleave(n_out)
@@ -207,7 +207,7 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
             keep = iou > pred_iou_thresh
             logits, iou, point_idx = logits[keep], iou[keep], point_idx[keep]
         for lo in range(0, len(logits), chunk):
-            full = upscale_logits_cropped(logits[lo:lo + chunk].float(), geometry, model.img_size)
+            full = upscale_logits_cropped(logits[lo:lo + chunk].float(), *frame)
             stability = stability_scores(full, threshold, stability_score_offset)
             masks = full > threshold  # bool: 4x less to copy than the logits when filtering
             del full

@@ -124,13 +124,19 @@ def load_checkpoint(model: Sam | Sam2, checkpoint: str | Path | dict[str, torch.
     model.load_state_dict(state, strict=True)
 
 
-def random_state_dict(model: Sam, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic random weights for every parameter and buffer of ``model``.
+OBJECT_PRESENT_BIAS = 1.0  # see random_state_dict
+
+
+def random_state_dict(model: Sam | Sam2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for every parameter and buffer of ``model`` (SAM or SAM 2).
 
     Uses NumPy's generator so the values are the same on every platform and torch version.
     Matrices get fan-in scaled noise (unit-scale activations), norm scales are drawn around
-    1, biases and the absolute position embedding are small. Used by tests and benchmarks:
-    no official weights are needed.
+    1, biases and the absolute position embeddings are small. SAM 2's object-score head gets
+    the bias :data:`OBJECT_PRESENT_BIAS` (its random output is otherwise within a few tenths
+    of 0, half the time "absent", which blanks every tracked mask): prompted objects are then
+    present, as a trained model finds them. Used by tests and benchmarks: no official weights
+    are needed.
     """
     import numpy as np
 
@@ -153,4 +159,7 @@ def random_state_dict(model: Sam, seed: int = 0) -> dict[str, torch.Tensor]:
         else:
             arr *= 0.02
         out[key] = torch.from_numpy(arr)
+    key = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
+    if key in out:
+        out[key] = out[key] + OBJECT_PRESENT_BIAS
     return out

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import StackedLinear
+from .fastpath import linear_bias
 from .image_encoder import from_windows, to_windows
 
 
@@ -88,7 +89,7 @@ class HieraBlock(nn.Module):
         qkv = self.attn.qkv(y)
         if self.window:
             size = qkv.shape[1:3]
-            windows, (hp, wp) = to_windows(qkv, self.window, self.attn.qkv.bias)
+            windows, (hp, wp) = to_windows(qkv, self.window, linear_bias(self.attn.qkv))
             out = self.attn.attend(windows)
             if self.pool:
                 size, (hp, wp) = (size[0] // 2, size[1] // 2), (hp // 2, wp // 2)

@@ -154,9 +154,9 @@ class Sam2(nn.Module):
         if self._fused[0] != key:
             fused = []
             for level, conv in ((0, dec.conv_s0), (1, dec.conv_s1)):
-                w, b = neck.lateral_weights(level)
-                w2 = conv.weight.flatten(1)
-                fused.append((w2 @ w, torch.addmv(conv.bias, w2, b)))
+                w, b = (t.float() for t in neck.lateral_weights(level))
+                w2, b2 = conv.weight.flatten(1).float(), conv.bias.float()
+                fused.append(((w2 @ w).to(conv.weight.dtype), torch.addmv(b2, w2, b).to(conv.weight.dtype)))
             self._fused = (key, fused)
         return self._fused[1]
 
