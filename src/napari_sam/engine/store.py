@@ -3,6 +3,8 @@
 Layout of a store (a zarr v3 group):
 
 - ``features``: float array ``(*index_shape, 256, g, g)``, one chunk per item;
+- ``high_res_0``, ``high_res_1`` (SAM 2 stores only): its high-resolution features
+  ``(*index_shape, 32, 4g, 4g)`` and ``(*index_shape, 64, 2g, 2g)``, one chunk per item;
 - ``sizes``: int32 ``(*index_shape, 4)``: original ``(H, W)`` and resized input ``(h, w)``;
 - ``done``: bool ``(*index_shape)``, set only after an item's features are written, so an
   interrupted precompute resumes where it stopped;
@@ -99,12 +101,16 @@ class StoreInfo:
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Fingerprint that tells models apart, not a hash of the checkpoint file: a BLAKE2b digest
     of four characteristic weight tensors (patch embedding, encoder neck, IoU token, positional
-    Gaussian matrix), which differ between any two trainings or random initialisations. Hashing
-    every weight would cost seconds per load (2.5 GB for vit_h) for no practical gain."""
+    Gaussian matrix; SAM 2: their counterparts and the high-resolution projection), which differ
+    between any two trainings or random initialisations. Hashing every weight would cost seconds
+    per load (2.5 GB for vit_h) for no practical gain."""
     state = model.state_dict()
     digest = hashlib.blake2b(digest_size=16)
     for key in ("image_encoder.patch_embed.proj.weight", "image_encoder.neck.3.weight",
-                "mask_decoder.iou_token.weight", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"):
+                "mask_decoder.iou_token.weight", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+                "image_encoder.trunk.patch_embed.proj.weight", "image_encoder.neck.convs.0.conv.weight",
+                "sam_mask_decoder.iou_token.weight", "sam_mask_decoder.conv_s0.weight",
+                "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"):
         if key in state:
             digest.update(state[key].detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -137,13 +143,19 @@ class EmbeddingStore:
         self.info = StoreInfo.from_attrs(attrs, self.path)
 
     @classmethod
-    def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32") -> EmbeddingStore:
+    def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32",
+               high_res: tuple[tuple[int, int], ...] = ()) -> EmbeddingStore:
+        """A new store for ``info``; ``grid`` and ``high_res`` (``(channels, size)`` per SAM 2
+        high-resolution level) as :func:`store_layout` gives them for a model."""
         import zarr
 
         n = len(info.index_shape)
         group = zarr.open_group(str(path), mode="w")
         group.create_array("features", shape=(*info.index_shape, 256, grid, grid), chunks=(1,) * n + (256, grid, grid),
                            dtype=dtype, fill_value=0)
+        for i, (chans, size) in enumerate(high_res):
+            group.create_array(f"high_res_{i}", shape=(*info.index_shape, chans, size, size),
+                               chunks=(1,) * n + (chans, size, size), dtype=dtype, fill_value=0)
         group.create_array("sizes", shape=(*info.index_shape, 4), chunks=(1,) * n + (4,), dtype="int32", fill_value=0)
         group.create_array("done", shape=info.index_shape, chunks=(1,) * n, dtype="bool", fill_value=False)
         group.attrs["napari_sam"] = info.as_attrs()
@@ -180,10 +192,33 @@ class EmbeddingStore:
             return None
         features = torch.from_numpy(np.asarray(self.group["features"][index], dtype=np.float32))[None]
         h, w, ih, iw = (int(v) for v in self.group["sizes"][index])
-        return Embedding(features, (h, w), (ih, iw), self.info.model)
+        high = tuple(torch.from_numpy(np.asarray(self.group[name][index], dtype=np.float32))[None]
+                     for name in self._high_res_names()) or None
+        return Embedding(features, (h, w), (ih, iw), self.info.model, high)
+
+    def _high_res_names(self) -> list[str]:
+        names = []
+        while f"high_res_{len(names)}" in self.group:
+            names.append(f"high_res_{len(names)}")
+        return names
 
     def put(self, index: tuple[int, ...], embedding: Embedding) -> None:
         index = tuple(index)
+        names = self._high_res_names()
+        if len(names) != len(embedding.high_res or ()):
+            raise StoreMismatch(f"{self.path} holds {len(names)} high-resolution feature levels, the embedding "
+                                f"{len(embedding.high_res or ())}: compute a new store for this model")
+        for name, tensor in zip(names, embedding.high_res or ()):
+            self.group[name][index] = tensor[0].detach().float().cpu().numpy()
         self.group["features"][index] = embedding.features[0].detach().float().cpu().numpy()
         self.group["sizes"][index] = np.array([*embedding.original_size, *embedding.input_size], np.int32)
         self.group["done"][index] = True  # last: an interrupted write is recomputed
+
+
+def store_layout(model: torch.nn.Module) -> dict:
+    """``grid`` and ``high_res`` of :meth:`EmbeddingStore.create` for ``model``'s embeddings."""
+    g = model.prompt_encoder.image_embedding_size[0]
+    if getattr(model, "family", "sam") == "sam2":
+        return {"grid": g, "high_res": ((model.mask_decoder.conv_s0.out_channels, 4 * g),
+                                        (model.mask_decoder.conv_s1.out_channels, 2 * g))}
+    return {"grid": g}

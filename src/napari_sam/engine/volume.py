@@ -28,7 +28,7 @@ import numpy as np
 from .cache import EmbeddingCache
 from .predictor import Embedding, Prediction, Predictor
 from .preprocess import estimate_limits
-from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, model_fingerprint
+from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, model_fingerprint, store_layout
 from .tiling import TileLayout, choose_layout, prompt_extent
 
 
@@ -118,7 +118,7 @@ class VolumeEmbeddings:
         old limits are dropped. :meth:`embedding` calls from other threads wait meanwhile."""
         with self._store_lock:
             if create and not Path(path, "zarr.json").exists():
-                self.store = EmbeddingStore.create(path, self.store_info())
+                self.store = EmbeddingStore.create(path, self.store_info(), **store_layout(self.predictor.model))
                 return self.store
             store = EmbeddingStore(path)
             norm = store.info.normalisation
