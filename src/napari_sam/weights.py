@@ -49,6 +49,22 @@ REGISTRY: dict[str, WeightsInfo] = {
 }
 
 
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+REGISTRY.update({  # SAM 2.1 (Meta publishes no checksums: these are the ones pinned by several projects)
+    name: WeightsInfo(name, SAM2_BASE_URL + file, sha256, size)
+    for name, file, size, sha256 in (
+        ("sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", 156_008_466,
+         "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+        ("sam2.1_hiera_s", "sam2.1_hiera_small.pt", 184_416_285,
+         "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+        ("sam2.1_hiera_b+", "sam2.1_hiera_base_plus.pt", 323_606_802,
+         "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+        ("sam2.1_hiera_l", "sam2.1_hiera_large.pt", 898_083_611,
+         "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
+    )
+})
+
+
 class WeightsUnavailableError(RuntimeError):
     """The checkpoint could not be obtained; the message says how to place it by hand."""
 
@@ -152,8 +168,8 @@ def fetch(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Path:
-    """Path of the verified checkpoint ``name`` (``vit_b``, ``vit_l``, ``vit_h``), downloading
-    it first if needed. ``progress(done_bytes, total_bytes)`` is called during the download;
+    """Path of the verified checkpoint ``name`` (``vit_b``, ``vit_l``, ``vit_h``, ``sam2.1_hiera_t``
+    ...), downloading it first if needed. ``progress(done_bytes, total_bytes)`` is called during the download;
     ``cancel()`` returning True aborts it (:class:`DownloadCancelled`). Raises
     :class:`WeightsUnavailableError` on any failure; no partial file is left behind.
 
@@ -211,7 +227,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto",
     state = read_state_dict(path)
     model_type = guess_model_type(state)
     if model_type is None:
-        raise CheckpointError(f"{path.name} does not look like a SAM checkpoint (vit_b, vit_l or vit_h)")
+        raise CheckpointError(f"{path.name} does not look like a SAM or SAM 2 checkpoint (vit_b, vit_l, vit_h, "
+                              "sam2.1_hiera_t/s/b+/l)")
     model = build_sam(model_type)
     load_checkpoint(model, state, name=path.name)
     return Predictor(model.eval(), device=device)

@@ -94,3 +94,24 @@ def test_predictor_api_with_sam2(sam2_model, rgb_image):
     assert torch.allclose(batch[0].features, p.embedding.features, atol=1e-4)  # same values up to float order
     assert torch.allclose(batch[0].high_res[0], p.embedding.high_res[0], atol=1e-4)
     assert batch[1].original_size == (200, 400) and batch[1].input_size == (256, 256)
+
+
+def test_generate_masks_and_store_accept_sam2_embeddings(sam2_model, rgb_image, tmp_path):
+    from napari_sam.engine import VolumeEmbeddings, generate_masks
+
+    p = Predictor(sam2_model, "cpu")
+    p.set_image(rgb_image)
+    found = generate_masks(p, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    assert found and found[0]["segmentation"].shape == (300, 400)
+    again = generate_masks(p.embedding, model=sam2_model, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    assert len(again) == len(found)
+    # its one grid point (the image centre) decodes to one of Predictor.predict's masks there
+    one = generate_masks(p, points_per_side=1, pred_iou_thresh=0, stability_score_thresh=0, box_nms_thresh=1.0)
+    ref = p.predict(np.array([[150.0, 200.0]]))
+    assert one and all(any(np.array_equal(r["segmentation"], m) for m in ref.masks) for r in one)
+    vol = VolumeEmbeddings(rgb_image[None], p, rgb=True)
+    vol.attach_store(tmp_path / "e.zarr")
+    emb = vol.embedding((0, 0, 0))
+    stored = vol.store.get((0, 0, 0))
+    assert torch.equal(stored.features, emb.features)
+    assert all(torch.equal(a, b) for a, b in zip(stored.high_res, emb.high_res))
