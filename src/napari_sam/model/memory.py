@@ -51,25 +51,24 @@ def sine_positions(channels: int, h: int, w: int, device=None, temperature: floa
     return _SINE_CACHE[key]
 
 
-def rotary_tables(dim: int, w: int, h: int, theta: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosines and sines ``(h*w, dim/2)`` of the 2D rotary encoding of a ``h x w`` grid: pairs
-    ``0 .. dim/4-1`` rotate with the column, the rest with the row, at frequencies
+def rotary_tables(dim: int, w: int, h: int, theta: float = 10000.0, device=None) -> torch.Tensor:
+    """Unit complex rotations ``(h*w, dim/2)`` of the 2D rotary encoding of a ``h x w`` grid:
+    pairs ``0 .. dim/4-1`` rotate with the column, the rest with the row, at frequencies
     ``theta ** (-4k / dim)``."""
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 4, device=device)[: dim // 4].float() / dim))
     t = torch.arange(w * h, dtype=torch.float32, device=device)
     tx, ty = t % w, torch.div(t, w, rounding_mode="floor")
     angles = torch.cat([torch.outer(tx, freqs), torch.outer(ty, freqs)], dim=-1)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the consecutive pairs of ``x (..., n, d)`` by the angles of ``cos, sin (n, d/2)``;
-    ``n`` may be a multiple of the tables' length (the same positions repeated)."""
+def rotate_(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate the consecutive pairs of ``x (..., n, d)`` in place by ``table (n', d/2)``; ``n``
+    is a multiple of ``n'`` (the same positions repeated). ``x``'s last axis must be contiguous."""
     *lead, n, d = x.shape
-    reps = n // cos.shape[0]
-    pairs = x.reshape(*lead, reps, cos.shape[0], d // 2, 2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).reshape(x.shape)
+    pairs = torch.view_as_complex(x.unflatten(-1, (d // 2, 2)))
+    pairs.unflatten(-2, (n // table.shape[0], table.shape[0])).mul_(table)
+    return x
 
 
 class RotaryAttention(nn.Module):
@@ -86,8 +85,8 @@ class RotaryAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self._tables: tuple = (None, None)
 
-    def tables(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary tables for ``n`` query tokens on a square grid (cached per size)."""
+    def table(self, n: int, device) -> torch.Tensor:
+        """Rotary table for ``n`` query tokens on a square grid (cached per size)."""
         if self._tables[0] != (n, str(device)):
             side = math.isqrt(n)
             self._tables = ((n, str(device)), rotary_tables(self.q_proj.out_features // self.heads, side, side,
@@ -102,13 +101,11 @@ class RotaryAttention(nn.Module):
         """``q (B, Nq, D)``, ``k, v (B, Nk, kv_dim)`` -> ``(B, Nq, D)``; keys past ``n_rotary``
         (default all) are not rotated."""
         q, k, v = self.split(self.q_proj(q)), self.split(self.k_proj(k)), self.split(self.v_proj(v))
-        cos, sin = self.tables(q.shape[-2], q.device)
-        q = rotate(q, cos, sin)
+        table = self.table(q.shape[-2], q.device)
+        rotate_(q, table)
         n_rotary = k.shape[-2] if n_rotary is None else n_rotary
-        if n_rotary == k.shape[-2]:
-            k = rotate(k, cos, sin)
-        elif n_rotary > 0:
-            k = torch.cat([rotate(k[..., :n_rotary, :], cos, sin), k[..., n_rotary:, :]], dim=-2)
+        if n_rotary > 0:
+            rotate_(k[..., :n_rotary, :], table)
         out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
