@@ -3,6 +3,7 @@ with the reference ``segment-anything`` on the same random weights, in the same 
 
     python benchmarks/bench.py --model vit_b --device cpu --compare-reference
     python benchmarks/bench.py --model vit_h --device cuda --dtype bf16 --batch 8
+    python benchmarks/bench.py --model sam2.1_hiera_t --compare-reference   # SAM 2: bench_sam2.py
 
 Measured: embedding of one 1024 x 1024 RGB image (``compute_embedding``; the reference's
 ``SamPredictor.set_image``), embedding of a batch, and ``predict`` for one foreground point
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))  # --compare-reference: the oracle lives in the ch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h (or a *_test config)")
+    ap.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h, sam2.1_hiera_t/s/b+/l (or a *_test config)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                     help="encoder precision (auto: bf16 on CUDA, fp32 elsewhere)")
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--compare-reference", action="store_true", help="also run segment-anything 1.0")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument("--json", default=None, help="result file (default bench-MODEL-DEVICE-DTYPE.json)")
+    ap.add_argument("--track-frames", type=int, default=10, help="SAM 2: frames to propagate through (0 skips)")
     return ap.parse_args(argv)
 
 
@@ -281,7 +283,10 @@ ROWS = [("embed_s", "embedding bs1 (s)"), ("embed_cpu_s", "embedding bs1, proces
         ("decode_4096_ms", "predict 1 point -> 3 masks, 4096² (ms)"),
         ("post_smooth_1024_ms", "post-processing only, 3 smooth masks, 1024² (ms; ref = straightforward path)"),
         ("post_smooth_4096_ms", "post-processing only, 3 smooth masks, 4096² (ms; ref = straightforward path)"),
-        ("embed_peak_mib", "embedding peak memory (MiB)")]
+        ("embed_peak_mib", "embedding peak memory (MiB)"),
+        ("track_frame_s", "SAM 2 propagation per frame, 1 object (s)"),
+        ("track_frame_cpu_s", "SAM 2 propagation per frame, process CPU time (s)"),
+        ("track_peak_mib", "SAM 2 propagation peak memory (MiB)")]
 
 
 def table(res: dict) -> str:
@@ -304,7 +309,12 @@ def table(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    res = run(args)
+    if args.model.startswith("sam2"):
+        from benchmarks.bench_sam2 import run_sam2
+
+        res = run_sam2(args)
+    else:
+        res = run(args)
     print(table(res))
     path = Path(args.json or f"bench-{res['model']}-{res['device'].replace(':', '')}-{res['dtype']}.json")
     path.write_text(json.dumps(res, indent=2))
