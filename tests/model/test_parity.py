@@ -11,6 +11,7 @@ import pytest
 
 from napari_sam.engine import Predictor
 from napari_sam.model import build_sam, random_state_dict
+from tests.model.parity import check, record
 from tests.oracles import sam1 as reference
 
 PROMPTS = [  # (points (row, col), labels, box (r0, c0, r1, c1), use previous logits, multimask)
@@ -38,19 +39,9 @@ def compare(ours: Predictor, theirs, image: np.ndarray) -> dict[str, float]:
             mask_input=prev_theirs[:1] if refine else None,
             multimask_output=multimask,
         )
-        assert a.masks.shape == b_masks.shape and a.masks.dtype == bool
-        assert a.scores.dtype == np.float32 and a.logits.dtype == np.float32
-        worst["mask_fraction"] = max(worst["mask_fraction"], float((a.masks != b_masks).mean()))
-        worst["scores"] = max(worst["scores"], float(np.abs(a.scores - b_scores).max()))
-        worst["logits"] = max(worst["logits"], float(np.abs(a.logits - b_logits).max()))
+        record(worst, a, b_masks, b_scores, b_logits)
         prev_ours, prev_theirs = a.logits, b_logits
     return worst
-
-
-def check(worst: dict[str, float]) -> None:
-    assert worst["mask_fraction"] <= 1e-3, worst
-    assert worst["scores"] <= 1e-4, worst
-    assert worst["logits"] <= 1e-3, worst
 
 
 @pytest.mark.parametrize("shape", [(300, 400), (600, 450), (1024, 1024)])

@@ -16,6 +16,7 @@ from PIL import Image
 
 from napari_sam.engine import Predictor
 from napari_sam.model import build_sam, random_state_dict
+from tests.model.parity import check, new_worst, record
 from tests.oracles import sam2 as oracle
 
 PROMPTS = [  # (points (row, col), labels, box (r0, c0, r1, c1), refine with the previous logits, multimask)
@@ -32,7 +33,7 @@ def compare(ours: Predictor, theirs, image: np.ndarray) -> dict[str, float]:
     ours.set_image(image)
     theirs.set_image(image)
     scale = np.array(image.shape[:2], float) / np.array([300.0, 400.0])
-    worst = {"mask_fraction": 0.0, "scores": 0.0, "logits": 0.0}
+    worst = new_worst()
     prev_ours = prev_theirs = None
     for points, labels, box, refine, multimask in PROMPTS:
         points = None if points is None else points * scale
@@ -41,18 +42,9 @@ def compare(ours: Predictor, theirs, image: np.ndarray) -> dict[str, float]:
         masks, scores, logits = theirs.predict(None if points is None else points[:, ::-1].copy(), labels,
                                                None if box is None else box[[1, 0, 3, 2]],
                                                prev_theirs[:1] if refine else None, multimask)
-        assert a.masks.shape == masks.shape and a.logits.shape == logits.shape
-        worst["mask_fraction"] = max(worst["mask_fraction"], float((a.masks != masks).mean()))
-        worst["scores"] = max(worst["scores"], float(np.abs(a.scores - scores).max()))
-        worst["logits"] = max(worst["logits"], float(np.abs(a.logits - logits).max()))
+        record(worst, a, masks, scores, logits)
         prev_ours, prev_theirs = a.logits, logits
     return worst
-
-
-def check(worst: dict[str, float]) -> None:
-    assert worst["mask_fraction"] <= 1e-3, worst
-    assert worst["scores"] <= 1e-4, worst
-    assert worst["logits"] <= 1e-3, worst
 
 
 def pair(model_type: str, seed: int):
