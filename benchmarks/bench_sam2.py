@@ -18,7 +18,7 @@ import statistics
 import numpy as np
 import torch
 
-from benchmarks.bench import CPU_TIMES, PeakMemory, iou, machine, test_image, timed
+from benchmarks.measure import CPU_TIMES, PeakMemory, iou, machine, test_image, timed
 
 
 def frames_1024(n: int) -> np.ndarray:

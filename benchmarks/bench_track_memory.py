@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench import PeakMemory, machine  # noqa: E402
+from benchmarks.measure import PeakMemory, machine  # noqa: E402
 
 
 def make_stack(path: Path, frames: int, size: int):
