@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         start, areas = time.perf_counter(), []
         for r in tracker.propagate():
             areas.append(float(r.masks[1].mean()))
+            if r.frame % 25 == 0:
+                print(f"frame {r.frame}: {time.perf_counter() - start:.0f} s, RSS {PeakMemory._rss() / 2**20:.0f} MiB, "
+                      f"peak so far {mem._peak / 2**20:.0f} MiB", flush=True)
         seconds = time.perf_counter() - start
     s = model.img_size
     res = {"model": args.model, "frames": args.frames, "size": args.size, "machine": machine(),

@@ -65,7 +65,7 @@ class Tracker:
         self.predictor, self.model = predictor, predictor.model
         self.num_frames, self.frame_shape = int(shape[0]), (int(shape[1]), int(shape[2]))
         self.volume = VolumeEmbeddings(frames, predictor, rgb=len(shape) == 4, contrast_limits=contrast_limits,
-                                       tile=max(16, *self.frame_shape), cache=cache or EmbeddingCache(256))
+                                       tile=max(16, *self.frame_shape), cache=cache or EmbeddingCache(128))
         if isinstance(store, EmbeddingStore):
             store.check(self.volume.store_info())
             self.volume.store = store
