@@ -115,3 +115,21 @@ def test_generate_masks_and_store_accept_sam2_embeddings(sam2_model, rgb_image, 
     stored = vol.store.get((0, 0, 0))
     assert torch.equal(stored.features, emb.features)
     assert all(torch.equal(a, b) for a, b in zip(stored.high_res, emb.high_res))
+
+
+def test_image_encoder_forward_gives_metas_pyramid_and_polls(sam2_model, sam2_state):
+    """``image_encoder(x, poll)`` (the encoder convention) equals Meta's ``backbone_fpn``; the
+    fused high-resolution path of ``embed`` equals Meta's ``conv_s0``/``conv_s1`` of it."""
+    ref = oracle.reference_model("sam2_tiny_test", sam2_state)
+    x = torch.rand(1, 3, 256, 256) * 255
+    calls = []
+    with torch.no_grad():
+        ours = sam2_model.image_encoder(sam2_model.preprocess(x), poll=lambda: calls.append(1))
+        theirs = ref.image_encoder(sam2_model.preprocess(x))["backbone_fpn"]
+        features, high = sam2_model.embed(x)
+    assert len(calls) == len(sam2_model.image_encoder.blocks)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(features, theirs[2], atol=1e-4)
+    assert torch.allclose(high[0], ref.sam_mask_decoder.conv_s0(theirs[0]), atol=1e-4)
+    assert torch.allclose(high[1], ref.sam_mask_decoder.conv_s1(theirs[1]), atol=1e-4)

@@ -71,6 +71,13 @@ class Sam2ImageEncoder(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.trunk.blocks
 
+    def forward(self, x: torch.Tensor, poll: Callable[[], None] | None = None) -> list[torch.Tensor]:
+        """Normalised ``(B, 3, S, S)`` -> the pyramid at strides 4, 8, 16, ``(B, 256, h, w)`` each
+        (Meta's ``backbone_fpn``; :meth:`Sam2.embed` computes what the decoder needs more directly).
+        ``poll()`` is called between trunk blocks."""
+        pyramid = self.neck(self.trunk(x, poll), (0, 1, 2))
+        return [pyramid[level].permute(0, 3, 1, 2) for level in (0, 1, 2)]
+
 
 @dataclass
 class FrameOutput:
