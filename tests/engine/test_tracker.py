@@ -68,6 +68,29 @@ def test_frames_are_read_lazily(predictor, frames):
     assert data.reads == [2, 3]  # frame 2 came from the embedding cache
 
 
+@pytest.mark.parametrize("kind", ["zarr", "dask", "memmap"])
+def test_frames_from_any_array_like(predictor, frames, kind, tmp_path):
+    data = frames[:3, ..., 0]
+    if kind == "zarr":
+        import zarr
+
+        z = zarr.open_array(str(tmp_path / "f.zarr"), mode="w", shape=data.shape, chunks=(1, 300, 400), dtype="uint8")
+        z[:] = data
+        stack = zarr.open_array(str(tmp_path / "f.zarr"), mode="r")
+    elif kind == "dask":
+        import dask.array as da
+
+        stack = da.from_array(data, chunks=(1, 300, 400))
+    else:
+        stack = np.memmap(tmp_path / "f.raw", dtype=np.uint8, mode="w+", shape=data.shape)
+        stack[:] = data
+    t = Tracker(predictor, stack)
+    first = t.add_prompt(0, 1, points=np.array([[80.0, 100.0]]))
+    plain = Tracker(predictor, data).add_prompt(0, 1, points=np.array([[80.0, 100.0]]))
+    assert np.array_equal(first.logits[1], plain.logits[1])
+    assert [r.frame for r in t.propagate()] == [0, 1, 2]
+
+
 def test_history_is_bounded(predictor, monkeypatch):
     """Tracked frames' outputs are kept only near the last decoded frame (prompted frames' always),
     memories in bf16, embeddings in the bounded cache."""
