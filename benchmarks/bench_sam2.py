@@ -5,9 +5,11 @@ runs this): image embedding, one click, and propagation per frame, against Meta'
 Embedding: one 1024 x 1024 RGB image (``compute_embedding``; Meta's ``SAM2ImagePredictor.set_image``),
 alternating ours and Meta's, medians. Click: ``predict`` for one foreground point (three masks).
 Propagation: ``--track-frames`` frames of 1024 x 1024 moving discs, one object clicked on frame 0,
-then :meth:`Tracker.propagate` (Meta's ``propagate_in_video``); the per-frame figure is the median
-over the frames with a full memory bank (frame 7 on) when there are such frames, else over all
-tracked frames. Each frame is embedded once on both sides (neither had it cached). Agreement:
+then :meth:`Tracker.propagate` and Meta's ``propagate_in_video`` advanced alternately, frame by
+frame (a busy machine slows both alike); the per-frame figure is the median over the frames with
+a full memory bank (frame 7 on) when there are such frames, else over all tracked frames, and
+the peak memory is a frame's above the state before it. Each frame is embedded once on both
+sides (neither had it cached). Agreement:
 embedding relative error, mask IoU of the click, largest difference of tracked low-res logits.
 """
 
@@ -92,58 +94,42 @@ def run_sam2(args) -> dict:
         res["reference"]["decode_1024_ms"] = 1e3 * statistics.median(t_r[1:])
         res["agreement"]["mask_iou_1024"] = min(iou(a, b) for a, b in zip(pred.masks, masks))
 
-    # --- propagation --------------------------------------------------------------------------
+    # --- propagation, frame by frame alternating with Meta's -------------------------------------
     if args.track_frames > 1:
         frames = frames_1024(args.track_frames)
         click = np.array([[80.0 / 300 * 1024, 100.0 / 400 * 1024]])  # inside the first disc
         tracker = Tracker(ours, frames)
         tracker.add_prompt(0, 1, points=click)
-        with PeakMemory(device) as mem:
-            ours_frames, ours_logits = _track(lambda: tracker.propagate(), device, "track_ours")
-        res["ours"]["track_peak_mib"] = mem.peak_mib
-        _record(res["ours"], ours_frames, CPU_TIMES["track_ours"])
+        sides = {"ours": tracker.propagate()}
         if meta is not None:
             from tests.oracles import sam2 as oracle
 
             video = oracle.reference_model(args.model, state, video=True).to(device)
             state_v = oracle.video_state(video, list(frames))
             video.add_new_points_or_box(state_v, 0, 1, points=click[:, ::-1].copy(), labels=np.array([1]))
-            with PeakMemory(device) as mem:
-                ref_frames, _ = _track(lambda: ((f, state_v) for f, _, _ in video.propagate_in_video(state_v)),
-                                       device, "track_ref")
-            res["reference"]["track_peak_mib"] = mem.peak_mib
-            _record(res["reference"], ref_frames, CPU_TIMES["track_ref"])
+            sides["reference"] = video.propagate_in_video(state_v)
+        steps: dict[str, list] = {who: [] for who in sides}
+        for _ in range(len(frames)):
+            for who, gen in sides.items():
+                with PeakMemory(device) as mem:
+                    t, item = timed(lambda: next(gen), device, f"track_{who}")
+                steps[who].append((t, CPU_TIMES[f"track_{who}"][-1], mem.peak_mib, item))
+        for who, done in steps.items():
+            _record(res[who], done)
+        if meta is not None:
             out = state_v["output_dict_per_obj"][0]
             diffs = [float(np.abs((out["cond_frame_outputs"].get(t) or out["non_cond_frame_outputs"][t])["pred_masks"][0, 0]
-                                  .numpy() - ours_logits[t]).max()) for t in range(len(frames))]
+                                  .numpy() - r.logits[1]).max()) for t, (*_, r) in enumerate(steps["ours"])]
             res["agreement"]["track_logits_max_abs"] = max(diffs)
     res["machine"]["loadavg_end"] = machine()["loadavg"]
     return res
 
 
-def _track(start, device, label):
-    """Time each frame of a propagation: ``(per-frame seconds, {frame: low-res logits})``."""
-    import time
-
-    times, logits = [], {}
-    gen = start()
-    while True:
-        t, c = time.perf_counter(), time.process_time()
-        try:
-            item = next(gen)
-        except StopIteration:
-            break
-        times.append(time.perf_counter() - t)
-        CPU_TIMES.setdefault(label, []).append(time.process_time() - c)
-        if hasattr(item, "logits"):
-            logits[item.frame] = item.logits[1]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return times, logits
-
-
-def _record(out: dict, times: list[float], cpu: list[float]) -> None:
-    steady = slice(7, None) if len(times) > 7 else slice(1, None)  # frame 0 is the prompted one
-    out["track_frame_s"] = statistics.median(times[steady])
-    out["track_frame_cpu_s"] = statistics.median(cpu[steady])
-    out["track_runs"] = times
+def _record(out: dict, steps: list) -> None:
+    """Per-frame medians over the frames with a full memory bank (frame 7 on) if any, else over
+    the tracked ones (frame 0 is the prompted one); peak memory of a frame above the state before it."""
+    steady = steps[7:] if len(steps) > 7 else steps[1:]
+    out["track_frame_s"] = statistics.median(t for t, *_ in steady)
+    out["track_frame_cpu_s"] = statistics.median(c for _, c, *_ in steady)
+    out["track_peak_mib"] = max(p for *_, p, _ in steps)
+    out["track_runs"] = [t for t, *_ in steps]
