@@ -70,3 +70,35 @@ def rgb_image() -> np.ndarray:
     for r, c, rad in [(80, 100, 40), (200, 300, 60), (220, 90, 25)]:
         img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] += 150
     return img.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def file_server():
+    """An HTTP server on 127.0.0.1 serving the bytes of ``files[path]`` (404 elsewhere); yields
+    ``(base_url, files, hits)``: fill ``files`` before requesting."""
+    import http.server
+    import threading
+
+    files: dict[str, bytes] = {}
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            if self.path not in files:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(files[self.path])))
+            self.end_headers()
+            self.wfile.write(files[self.path])
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", files, hits
+    httpd.shutdown()
+    httpd.server_close()

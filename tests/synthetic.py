@@ -45,3 +45,23 @@ def moving_discs(frames: int = 8, shape: tuple[int, int] = (300, 400), seed: int
             img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] = colour
         out[t] = img
     return out
+
+
+def disc_maps(shape: tuple[int, int], discs, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Decoder-like maps ``(3, H, W)`` float32 of known discs ``[(row, col, radius), ...]``
+    (discs may touch; the nearest centre owns a pixel): a foreground probability, the distance
+    to the centre (0 at the centre, 1 at the rim and outside) and the inverted distance to the
+    boundary (0 deep inside, 1 at the rim and outside), with Gaussian noise of ``noise``."""
+    rr, cc = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    discs = np.asarray(discs, np.float32).reshape(-1, 3)
+    dist = np.sqrt((rr[None] - discs[:, 0, None, None]) ** 2 + (cc[None] - discs[:, 1, None, None]) ** 2)
+    rel = dist / discs[:, 2, None, None]
+    owner = rel.argmin(0)
+    rel = np.take_along_axis(rel, owner[None], 0)[0]
+    inside = rel < 1
+    foreground = np.where(inside, 0.95, 0.05)
+    center = np.where(inside, rel, 1.0)
+    boundary = np.where(inside, 1.0 - (1.0 - rel) * discs[owner, 2] / discs[:, 2].max(), 1.0)
+    rng = np.random.default_rng(seed)
+    maps = np.stack([foreground, center, boundary]) + noise * rng.standard_normal((3, *shape))
+    return np.clip(maps, 0, 1).astype(np.float32)

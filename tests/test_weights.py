@@ -55,7 +55,8 @@ def closed_port_url() -> str:
 
 
 def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Files in ``folder`` but this user's stamp key (see ``test_weights_stamp.py``)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".stamp-key-")) if folder.exists() else []
 
 
 def test_registry_has_official_checkpoints():
@@ -175,7 +176,7 @@ def test_load_model_from_path(tiny_checkpoint, rgb_image):
 
 
 def test_load_model_refuses_nonsense(tmp_path):
-    with pytest.raises(ValueError, match="neither a model name"):
+    with pytest.raises(ValueError, match="neither a registered model name"):
         weights.load_model(tmp_path / "nothing.pth")
 
 
@@ -252,6 +253,7 @@ def test_registry_has_sam2_checkpoints():
     for name, (file, size, sha) in expected.items():
         info = REGISTRY[name]
         assert (info.url, info.filename, info.size, info.sha256) == (base + file, file, size, sha)
+        assert (info.group, info.architecture, info.xxh128, info.decoder) == ("SAM 2", name, "", None) and info.summary
 
 
 def test_load_sam2_model(tmp_path, sam2_state, rgb_image, monkeypatch):

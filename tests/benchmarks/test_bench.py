@@ -64,3 +64,15 @@ def test_sam2_bench_runs_against_meta(tmp_path, capsys):
     assert res["agreement"]["embedding_rel_err"] < 1e-4 and res["agreement"]["mask_iou_1024"] > 0.999
     assert res["agreement"]["track_logits_max_abs"] < 1e-3
     assert "| SAM 2 propagation per frame, 1 object (s) |" in capsys.readouterr().out
+
+
+def test_instance_benchmark_runs(tmp_path, capsys):
+    from benchmarks import bench_instances
+
+    out = tmp_path / "ais.json"
+    assert bench_instances.main(["--size", "96", "128", "--grid", "16", "--repeats", "1", "--skip-embeddings",
+                                   "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["ais"]["agreement"]["maps_max_abs"] < 1e-4
+    assert {"step_s", "decoder_s", "post_s"} <= set(res["ais"]["ours"]) and res["command"]
+    assert "| AIS after the embedding (s) |" in capsys.readouterr().out

@@ -143,3 +143,21 @@ def test_napari_sam_embed_subcommand(stack_tif, tiny_checkpoint, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert EmbeddingStore(out).done_mask().all()
+
+
+def test_embed_with_a_registered_finetune(tmp_path, monkeypatch, capsys):
+    """Any registered model works by name: here vit_t (MobileSAM's TinyViT), its file placed in the
+    cache with random weights."""
+    from napari_sam.model import build_sam, random_state_dict
+    from napari_sam.weights import REGISTRY
+    from tests.weights_helpers import placed
+
+    source = tmp_path / "w.pt"
+    torch.save(random_state_dict(build_sam("vit_t"), seed=0), source)
+    monkeypatch.setitem(REGISTRY, "vit_t", placed("vit_t", source.read_bytes()))
+    image = tmp_path / "img.npy"
+    np.save(image, np.random.default_rng(0).integers(0, 255, (2, 48, 64), dtype=np.uint8))
+    out = tmp_path / "emb.zarr"
+    assert main([str(image), "--out", str(out), "--model", "vit_t", "--device", "cpu"]) == 0
+    store = EmbeddingStore(out)
+    assert store.info.model == "vit_t" and store.done_mask().all()

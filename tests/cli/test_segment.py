@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_sam.cli import cluster as dask_work
 from napari_sam.cli import segment as batch
 
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "-1", "--stability-score-thresh", "0",
@@ -107,7 +108,7 @@ def test_local_cluster_two_workers(tmp_path, inputs, tiny_checkpoint, capsys, re
     assert 1 <= len(loads) <= 2 and all(n == 1 for n in loads.values()), loads
     assert all(r["worker"].split(":")[0] != str(os.getpid()) for r in done)  # process workers
     # no --threads-per-worker: the two workers share the cores
-    assert {r["torch_threads"] for r in done} == {max(1, batch.available_cores() // 2)}
+    assert {r["torch_threads"] for r in done} == {max(1, dask_work.available_cores() // 2)}
     # resume: nothing left to do, so no cluster is even started
     (inputs / "corrupt.tif").unlink()
     assert batch.main(argv) == 0
@@ -149,11 +150,11 @@ def test_threads_per_worker_in_a_single_process(tmp_path, inputs, tiny_checkpoin
 
 
 def test_threads_per_worker_is_applied_only_when_given_or_for_local_processes(monkeypatch):
-    monkeypatch.setattr(batch, "available_cores", lambda: 16)
+    monkeypatch.setattr(dask_work, "available_cores", lambda: 16)
     parse = batch.build_parser().parse_args
 
     def threads(*argv):
-        return batch.worker_torch_threads(parse(["x.tif", "--out", "o", *argv]))
+        return dask_work.worker_torch_threads(parse(["x.tif", "--out", "o", *argv]))
 
     assert parse(["x.tif", "--out", "o"]).threads_per_worker is None
     assert threads("--scheduler", "tcp://h:1") is None  # the cluster's workers keep their setting

@@ -175,6 +175,10 @@ def test_bad_input_is_refused_clearly(predictor, frames, tiny_model):
         t.add_prompt(0, 1, box=np.array([9.0, 1.0, 1.0, 9.0]))
     with pytest.raises(ValueError, match="outside the image"):
         t.add_prompt(0, 1, points=np.array([[400.0, 1.0]]))
+    with pytest.raises(ValueError, match="points must be finite"):
+        t.add_prompt(0, 1, points=np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="box must be 4 numbers"):
+        t.add_prompt(0, 1, box=np.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="nothing to segment"):
         t.add_prompt(0, 1)
     with pytest.raises(ValueError, match="no object 3"):

@@ -11,37 +11,8 @@ import pytest
 
 from napari_sam.engine import Predictor
 from napari_sam.model import build_sam, random_state_dict
-from tests.model.parity import check, record
+from tests.model.parity import check, compare
 from tests.oracles import sam1 as reference
-
-PROMPTS = [  # (points (row, col), labels, box (r0, c0, r1, c1), use previous logits, multimask)
-    (np.array([[80.0, 100.0]]), np.array([1]), None, False, True),
-    (np.array([[80.0, 100.0], [200.0, 300.0]]), np.array([1, 0]), None, False, True),
-    (np.array([[80.0, 100.0], [220.0, 90.0]]), np.array([1, 1]), None, True, False),
-    (None, None, np.array([30.0, 50.0, 140.0, 170.0]), False, True),
-    (np.array([[150.0, 250.0]]), np.array([1]), np.array([120.0, 220.0, 270.0, 380.0]), True, False),
-]
-
-
-def compare(ours: Predictor, theirs, image: np.ndarray) -> dict[str, float]:
-    """Run every prompt through both predictors; return the worst differences seen."""
-    ours.set_image(image)
-    theirs.set_image(image)
-    worst = {"features": float((ours.embedding.features - theirs.features).abs().max()),
-             "mask_fraction": 0.0, "scores": 0.0, "logits": 0.0}
-    prev_ours = prev_theirs = None
-    for points, labels, box, refine, multimask in PROMPTS:
-        a = ours.predict(points, labels, box, prev_ours[:1] if refine else None, multimask)
-        b_masks, b_scores, b_logits = theirs.predict(
-            point_coords=None if points is None else points[:, ::-1].copy(),
-            point_labels=labels,
-            box=None if box is None else box[[1, 0, 3, 2]],
-            mask_input=prev_theirs[:1] if refine else None,
-            multimask_output=multimask,
-        )
-        record(worst, a, b_masks, b_scores, b_logits)
-        prev_ours, prev_theirs = a.logits, b_logits
-    return worst
 
 
 @pytest.mark.parametrize("shape", [(300, 400), (600, 450), (1024, 1024)])

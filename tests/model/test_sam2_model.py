@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine import Predictor
+from napari_sam.engine import EmbeddingStore, Predictor, StoreDamageWarning
 from napari_sam.model import CheckpointError, build_sam, guess_model_type, random_state_dict
 from napari_sam.model.sam2 import SAM2_CONFIGS
+from tests.engine.store_helpers import chunk_file
 from tests.oracles import sam2 as oracle
 
 
@@ -115,6 +116,11 @@ def test_generate_masks_and_store_accept_sam2_embeddings(sam2_model, rgb_image, 
     stored = vol.store.get((0, 0, 0))
     assert torch.equal(stored.features, emb.features)
     assert all(torch.equal(a, b) for a, b in zip(stored.high_res, emb.high_res))
+    # a damaged high-resolution chunk (checksummed like the features) makes the entry missing
+    chunk = chunk_file(tmp_path / "e.zarr", "high_res_1", (0, 0, 0))
+    chunk.write_bytes(b"garbage" + chunk.read_bytes()[7:])
+    with pytest.warns(StoreDamageWarning, match="damaged"):
+        assert EmbeddingStore(tmp_path / "e.zarr").get((0, 0, 0)) is None
 
 
 def test_image_encoder_forward_gives_metas_pyramid_and_polls(sam2_model, sam2_state):
@@ -133,3 +139,19 @@ def test_image_encoder_forward_gives_metas_pyramid_and_polls(sam2_model, sam2_st
     assert torch.allclose(features, theirs[2], atol=1e-4)
     assert torch.allclose(high[0], ref.sam_mask_decoder.conv_s0(theirs[0]), atol=1e-4)
     assert torch.allclose(high[1], ref.sam_mask_decoder.conv_s1(theirs[1]), atol=1e-4)
+
+
+def test_fingerprint_covers_what_sam2_embeddings_depend_on(sam2_state):
+    """The encoder and the decoder's high-resolution projections (part of the embedding), not the
+    memory or the rest of the decoder."""
+    from napari_sam.engine.fingerprint import model_fingerprint
+
+    def fingerprint(**changes):
+        model = build_sam("sam2_tiny_test")
+        model.load_state_dict({k: changes.get(k, v) for k, v in sam2_state.items()})
+        return model_fingerprint(model)
+
+    base = fingerprint()
+    assert fingerprint(**{"sam_mask_decoder.conv_s0.weight": sam2_state["sam_mask_decoder.conv_s0.weight"] + 1}) != base
+    assert fingerprint(**{"image_encoder.trunk.pos_embed": sam2_state["image_encoder.trunk.pos_embed"] + 1}) != base
+    assert fingerprint(**{"memory_attention.norm.weight": sam2_state["memory_attention.norm.weight"] + 1}) == base

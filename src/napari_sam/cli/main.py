@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"Subcommands (napari-sam SUBCOMMAND --help): {subs}.",
     )
     parser.add_argument("image", nargs="?", help="image file to open (default: the scikit-image coins sample)")
-    parser.add_argument("--model", help="start loading this model: vit_b, vit_l, vit_h or a .pth file")
+    parser.add_argument("--model", help="start loading this model: vit_b, vit_l, vit_h, any registered "
+                        "model (vit_b_lm, vit_t, ...) or a checkpoint file")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     return parser
 

@@ -3,10 +3,11 @@
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .channels import ChannelComposite, ChannelSlice, channel_view
+from .instances import instance_defaults, load_decoder, segment_instances
 from .predictor import Cancelled, Embedding, Prediction, Predictor, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
-from .store import EmbeddingStore, StoreInfo, StoreMismatch
+from .store import EmbeddingStore, StoreDamageWarning, StoreExists, StoreInfo, StoreMismatch
 from .tiling import TileLayout
 from .tracker import Tracker, TrackResult
 from .volume import PlanePrediction, VolumeEmbeddings
@@ -17,3 +18,5 @@ __all__ = [
     "TileLayout", "TrackResult", "Tracker", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["channel_view", "generate_masks", "masks_to_labels"]
+__all__ += ["StoreDamageWarning", "StoreExists"]
+__all__ += ["instance_defaults", "load_decoder", "segment_instances"]

@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 from ..io.tiff import smallest_uint_dtype
+from . import checks
+from .fingerprint import model_fingerprint
 from .mask_ops import (
-    crop_boxes,
+    crop_layers,
     mask_boxes,
     near_crop_edge,
     nms,
@@ -100,7 +102,9 @@ def generate_masks(
     Thresholds: a mask is kept if predicted IoU ``> pred_iou_thresh`` (off when ``<= 0``)
     and stability ``>= stability_score_thresh`` (off when ``<= 0``); ``box_nms_thresh >= 1``
     disables duplicate removal. ``min_mask_region_area > 0`` fills holes and removes islands
-    smaller than that (pixels).
+    smaller than that (pixels). Every setting is checked first (types, finite values in their
+    ranges, at most :data:`~napari_sam.engine.checks.MAX_CROP_LAYERS` crop layers, each crop
+    non-empty for this image): ``TypeError``/``ValueError`` before any work.
 
     ``progress(done, total)`` is called after each decoder batch and crop embedding;
     ``cancel()`` is polled as often (and inside crop embeddings): True raises
@@ -112,13 +116,14 @@ def generate_masks(
     the mask; ``crop_box`` ``[r0, c0, r1, c1]`` (max exclusive), the crop it was found in.
     Records come best-first within each crop.
     """
+    checks.generator_settings(
+        points_per_side=points_per_side, points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
+        box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_overlap_ratio=crop_overlap_ratio,
+        min_mask_region_area=min_mask_region_area)
     src = _resolve(predictor_or_embedding, model)
-    if points_per_side < 1 or points_per_batch < 1:
-        raise ValueError("points_per_side and points_per_batch must be >= 1")
-    if crop_n_layers < 0:
-        raise ValueError("crop_n_layers must be >= 0")
     shape = tuple(src.embedding.original_size)
-    crops = crop_boxes(shape, crop_n_layers, crop_overlap_ratio)
+    crops = crop_layers(shape, crop_n_layers, crop_overlap_ratio)
     if crop_n_layers > 0 and (src.image is None or src.predictor is None):
         raise ValueError(
             "crop layers re-embed crops of the image, but only its embedding was given: pass a "
@@ -167,11 +172,13 @@ def _resolve(source, model) -> _Source:
                 "an Embedding alone cannot be decoded: pass model= (the Sam or Predictor that "
                 "computed it), or pass a Predictor"
             )
-        predictor = model if isinstance(model, Predictor) else None
-        sam = model.model if isinstance(model, Predictor) else model
-        if getattr(sam, "model_type", None) not in (None, source.model_name):
-            raise ValueError(f"embedding was computed by {source.model_name!r}, model is {sam.model_type!r}")
-        return _Source(sam, source.to(sam.device), None, predictor)
+        if isinstance(model, Predictor):
+            return _Source(model.model, model._require_embedding(source), None, model)
+        if getattr(model, "model_type", None) not in (None, source.model_name):
+            raise ValueError(f"embedding was computed by {source.model_name!r}, model is {model.model_type!r}")
+        if source.model_fingerprint not in (None, model_fingerprint(model)):
+            raise ValueError(f"embedding was computed by {source.model_name!r} with other weights than this model's")
+        return _Source(model, source.to(model.device), None, None)
     raise TypeError(f"expected a Predictor or an Embedding, got {type(source).__name__}")
 
 

@@ -48,6 +48,21 @@ def crop_boxes(shape: tuple[int, int], n_layers: int, overlap_ratio: float) -> l
     return out
 
 
+def crop_layers(shape: tuple[int, int], crop_n_layers: int, crop_overlap_ratio: float) -> list:
+    """``crop_boxes(shape, crop_n_layers, crop_overlap_ratio)`` if every crop holds pixels, else
+    ``ValueError`` saying how many layers this image allows (small images allow fewer)."""
+    def empty(crops):
+        return [box for box, _ in crops if box[2] <= box[0] or box[3] <= box[1]]
+
+    crops = crop_boxes(shape, crop_n_layers, crop_overlap_ratio)
+    bad = empty(crops)
+    if bad:
+        most = max(k for k in range(crop_n_layers) if not empty(crop_boxes(shape, k, crop_overlap_ratio)))
+        raise ValueError(f"crop_n_layers={crop_n_layers} cuts an image of shape {tuple(shape)} into empty crops "
+                         f"(e.g. {bad[0]}): use at most {most} crop layer(s) for it")
+    return crops
+
+
 # --- logits -> masks ------------------------------------------------------------------
 
 

@@ -7,19 +7,35 @@ Coordinates follow napari: points are ``(row, col)``, boxes are
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
+from . import checks
 from .allocator import keep_freed_memory, release_freed_memory
+from .fingerprint import keep_fingerprint, model_fingerprint
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, resize_rgb, to_rgb_uint8
 
 
 class Cancelled(Exception):
     """Raised inside engine work when its ``cancel()`` callback returned True."""
+
+
+def cancel_poll(cancel: Callable[[], bool] | None) -> Callable[[], None] | None:
+    """A poll for one call: raises :class:`Cancelled` when ``cancel()`` returns True (None: none).
+    Passed down the call (``Sam.embed(x, poll=...)``), never registered on shared modules, so a
+    cancelled call cannot stop another thread's work on the same model."""
+    if cancel is None:
+        return None
+
+    def poll() -> None:
+        if cancel():
+            raise Cancelled("embedding cancelled")
+
+    return poll
 
 
 @dataclass(frozen=True)
@@ -29,14 +45,17 @@ class Embedding:
     ``features``: ``(1, 256, 64, 64)`` tensor; ``original_size``: the image's ``(H, W)``;
     ``input_size``: its resized ``(h, w)`` inside the model's ``S x S`` input (SAM 2: ``(S, S)``,
     the image is stretched); ``model_name``: the model that computed it (features of another
-    model are meaningless); ``high_res``: SAM 2's high-resolution features ``(1, 32, 256, 256)``
-    and ``(1, 64, 128, 128)`` (None for SAM 1).
+    model are meaningless); ``model_fingerprint``: its weights
+    (:func:`~napari_sam.engine.fingerprint.model_fingerprint`; None when unknown), so an
+    embedding of other weights of the same model type is refused; ``high_res``: SAM 2's
+    high-resolution features ``(1, 32, 256, 256)`` and ``(1, 64, 128, 128)`` (None for SAM 1).
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     model_name: str
+    model_fingerprint: str | None = None
     high_res: tuple[torch.Tensor, ...] | None = None
 
     @property
@@ -52,7 +71,7 @@ class Embedding:
         if all(t.device == torch.device(device) for t in self.tensors):
             return self
         high = None if self.high_res is None else tuple(t.to(device) for t in self.high_res)
-        return Embedding(self.features.to(device), self.original_size, self.input_size, self.model_name, high)
+        return replace(self, features=self.features.to(device), high_res=high)
 
 
 def is_sam2(model: torch.nn.Module) -> bool:
@@ -78,14 +97,25 @@ class Prediction:
     logits: np.ndarray
 
 
+DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; other values are checked to exist."""
+    """``"auto"`` picks cuda, then mps, then cpu; other values (see :data:`DEVICES`) are checked
+    to exist: anything else is a ``ValueError`` naming the argument and the accepted values."""
+    mps = getattr(torch.backends, "mps", None)
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device: use {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported: use {DEVICES}")
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError("device 'mps' was asked for but Apple's MPS is not available here")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available here")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -104,9 +134,11 @@ class Predictor:
         ``torch.compile`` (slow first call; ``cancel`` is then polled only before a run)."""
         self.device = resolve_device(device)
         keep_freed_memory()  # no page faults on the encoder's and decoder's reused buffers
-        self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
+        self.fingerprint = model_fingerprint(model)  # of the weights as loaded (before any conversion)
+        self.model = model.to(self.device).eval()
         prepare_encoder(self.model.image_encoder, self.precision)
+        keep_fingerprint(self.model, self.fingerprint)
         self._encoder = torch.compile(self.model.image_encoder) if compile else None
         self.embedding: Embedding | None = None
         self.image: np.ndarray | None = None  # RGB uint8 given to set_image (crop layers re-embed crops)
@@ -135,20 +167,15 @@ class Predictor:
         rgb = to_rgb_uint8(image, contrast_limits)
         geometry, resized = self._model_input(rgb)
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
-        def check(*_):
-            if cancel is not None and cancel():
-                raise Cancelled("embedding cancelled")
-
-        check()
-        blocks = self.model.image_encoder.blocks if cancel and self._encoder is None else []  # compiled: no hooks
-        hooks = [b.register_forward_pre_hook(check) for b in blocks]
+        poll = cancel_poll(cancel)
+        if poll is not None:
+            poll()
         try:
-            features, high = self._embed(x)
+            features, high = self._embed(x, poll)
         finally:
-            for hook in hooks:
-                hook.remove()
             release_freed_memory()
-        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, high)
+        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, self.fingerprint,
+                         high)
 
     def _model_input(self, rgb: np.ndarray) -> tuple[Geometry, np.ndarray]:
         """The geometry of ``rgb`` in the model and the pixels to give it: SAM's resized to the
@@ -167,43 +194,52 @@ class Predictor:
     ) -> list[Embedding]:
         """Embed several 2D images (e.g. the slices of a stack, ``(N, H, W[, C])``), running
         the encoder on batches of ``batch_size`` images of equal resized shape (the GPU path is
-        faster per image in batches). ``cancel()`` is polled between batches."""
+        faster per image in batches). ``cancel()`` is polled between batches and encoder blocks."""
         prepared = []
         for image in images:
             prepared.append(self._model_input(to_rgb_uint8(image, contrast_limits)))
         out: list[Embedding | None] = [None] * len(prepared)
+        poll = cancel_poll(cancel)
         for i in range(0, len(prepared), max(1, batch_size)):
-            if cancel is not None and cancel():
-                raise Cancelled("embedding cancelled")
+            if poll is not None:
+                poll()
             chunk = range(i, min(i + max(1, batch_size), len(prepared)))
             by_shape: dict[tuple[int, int], list[int]] = {}
             for j in chunk:
                 by_shape.setdefault(prepared[j][1].shape[:2], []).append(j)
             for idx in by_shape.values():
                 x = torch.from_numpy(np.stack([prepared[j][1] for j in idx])).to(self.device)
-                features, high = self._embed(x.permute(0, 3, 1, 2).float())
+                features, high = self._embed(x.permute(0, 3, 1, 2).float(), poll)
                 for n, j in enumerate(idx):
                     g = prepared[j][0]
                     hr = None if high is None else tuple(h[n:n + 1].clone() for h in high)
-                    out[j] = Embedding(features[n:n + 1].clone(), g.original_size, g.input_size, self.model_name, hr)
+                    out[j] = Embedding(features[n:n + 1].clone(), g.original_size, g.input_size, self.model_name,
+                                       self.fingerprint, hr)
         release_freed_memory()
         return out  # type: ignore[return-value]
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    def _embed(self, x: torch.Tensor, poll: Callable[[], None] | None = None
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision, and
-        SAM 2's high-resolution features (None for SAM)."""
+        SAM 2's high-resolution features (None for SAM). ``poll()`` runs between encoder blocks
+        (this call's own: not seen by other threads)."""
         with torch.no_grad(), encoder_context(self.precision, self.device):
             if is_sam2(self.model):
-                features, high = self.model.embed(x)
+                features, high = self.model.embed(x, poll=poll)
                 return features.float(), tuple(h.float() for h in high)
             if self._encoder is None:
-                features = self.model.embed(x)
+                features = self.model.embed(x, poll=poll)
             else:
                 features = self._encoder(self.model.preprocess(x))
         return features.float(), None
 
     def set_embedding(self, embedding: Embedding) -> None:
-        self.embedding = self._require_embedding(embedding)
+        """Decode on ``embedding`` from now on; one of another model, other weights (see
+        :attr:`Embedding.model_fingerprint`), another shape or with non-finite features is refused."""
+        embedding = self._require_embedding(embedding)
+        if not all(torch.isfinite(t).all() for t in embedding.tensors):
+            raise ValueError("embedding features hold NaN or infinity (a damaged embedding): compute it again")
+        self.embedding = embedding
         self.image = None
 
     def set_image(self, image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> None:
@@ -235,15 +271,18 @@ class Predictor:
         if labels is not None and np.asarray(labels).size and (points is None or not np.asarray(points).size):
             raise ValueError("labels given without points: pass the points they label")
         if points is not None and np.asarray(points).size:
-            points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+            points = checks.coordinates(points, "points", 2, "(row, col)")
             labels = np.ones(len(points), np.int64) if labels is None else np.asarray(labels).reshape(-1)
             self._check_points(points, labels, emb.original_size)
             xy = torch.from_numpy(emb.geometry.points_to_model(points))[None].to(self.device)
             pts = (xy, torch.from_numpy(labels.astype(np.int64))[None].to(self.device))
-        boxes = None if box is None else self._boxes_tensor(np.asarray(box).reshape(1, 4), emb)
-        masks = None
-        if mask_input is not None:
-            masks = torch.as_tensor(np.asarray(mask_input, np.float32), device=self.device).reshape(1, 1, *self._mask_hw())
+        if box is not None:
+            if np.size(box) != 4:
+                raise ValueError(f"box must be 4 numbers (min_row, min_col, max_row, max_col), got shape "
+                                 f"{np.shape(box)}; several boxes: use predict_boxes")
+            box = checks.coordinates(np.ravel(box), "box", 4, "(min_row, min_col, max_row, max_col)")
+        boxes = None if box is None else self._boxes_tensor(box, emb)
+        masks = None if mask_input is None else self._mask_tensor(mask_input)
         if pts is None and boxes is None and masks is None:
             raise ValueError("nothing to segment: give at least one point, a box or a mask_input")
         return self._decode(emb, pts, boxes, masks, multimask, squeeze=True)
@@ -253,7 +292,7 @@ class Predictor:
         """Decode one object per box ``(N, 4)`` at once: ``masks (N, K, H, W)``, ``scores (N, K)``,
         ``logits (N, K, 256, 256)``."""
         emb = self._require_embedding(embedding)
-        boxes = np.asarray(boxes).reshape(-1, 4)
+        boxes = checks.coordinates(boxes, "boxes", 4, "(min_row, min_col, max_row, max_col)")
         if not len(boxes):
             k, (gh, gw) = (3 if multimask else 1), self._mask_hw()
             return Prediction(np.zeros((0, k, *emb.original_size), bool), np.zeros((0, k), np.float32),
@@ -272,6 +311,20 @@ class Predictor:
             out = tuple(a[0] for a in out)
         return Prediction(*out)
 
+    def _mask_tensor(self, mask_input) -> torch.Tensor:
+        """Low-res logits ``(1, 256, 256)`` (also ``(256, 256)`` or ``(1, 1, 256, 256)``) as a tensor."""
+        hw = self._mask_hw()
+        try:
+            arr = np.asarray(mask_input, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"mask_input must be an array of logits, got {type(mask_input).__name__}") from None
+        if arr.shape[-2:] != hw or arr.ndim > 4 or any(n != 1 for n in arr.shape[:-2]):
+            raise ValueError(f"mask_input must be low-res logits of shape (1, {hw[0]}, {hw[1]}) (e.g. "
+                             f"Prediction.logits[k:k + 1] of an earlier prediction), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("mask_input must be finite logits: it holds NaN or infinity")
+        return torch.from_numpy(arr).to(self.device).reshape(1, 1, *hw)
+
     def _mask_hw(self) -> tuple[int, int]:
         g = self.model.prompt_encoder.image_embedding_size
         return 4 * g[0], 4 * g[1]
@@ -281,15 +334,31 @@ class Predictor:
             if embedding.model_name != self.model_name:
                 raise ValueError(f"embedding was computed by model {embedding.model_name!r}, "
                                  f"this predictor runs {self.model_name!r}")
+            if embedding.model_fingerprint not in (None, self.fingerprint):
+                raise ValueError(f"embedding was computed by model {embedding.model_name!r} with other weights "
+                                 f"than this predictor's ({embedding.model_fingerprint} vs {self.fingerprint}): "
+                                 "compute it again with this predictor")
+            g = self.model.prompt_encoder.image_embedding_size
+            if tuple(embedding.features.shape[1:]) != (256, *g) or embedding.features.shape[0] != 1:
+                raise ValueError(f"embedding features have shape {tuple(embedding.features.shape)}; this model "
+                                 f"decodes (1, 256, {g[0]}, {g[1]})")
+            if is_sam2(self.model) and embedding.high_res is None:
+                raise ValueError("a SAM 2 embedding needs its high-resolution features (Embedding.high_res)")
             return embedding.to(self.device)
         if self.embedding is None:
             raise RuntimeError("no image set: call set_image() or set_embedding() first")
         return self.embedding
 
     def _boxes_tensor(self, boxes: np.ndarray, emb: Embedding) -> torch.Tensor:
-        boxes = boxes.astype(np.float64)
+        """Finite ``(N, 4)`` boxes -> model coordinates; degenerate boxes and boxes entirely
+        outside the image are refused."""
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise ValueError("degenerate box: need min_row < max_row and min_col < max_col")
+        h, w = emb.original_size
+        outside = (boxes[:, 2] < -0.5) | (boxes[:, 0] > h - 0.5) | (boxes[:, 3] < -0.5) | (boxes[:, 1] > w - 0.5)
+        if outside.any():
+            raise ValueError(f"box {boxes[np.argmax(outside)].tolist()} lies entirely outside the image of shape "
+                             f"{emb.original_size}")
         return torch.from_numpy(emb.geometry.boxes_to_model(boxes)).to(self.device)
 
     @staticmethod

@@ -6,9 +6,12 @@ of the image resized so that its longest side is ``S`` (1024). :class:`Geometry`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import checks
 
 
 def to_rgb_uint8(image: np.ndarray, contrast_limits: tuple[float, float] | None = None) -> np.ndarray:
@@ -17,10 +20,13 @@ def to_rgb_uint8(image: np.ndarray, contrast_limits: tuple[float, float] | None 
     ``image`` is ``(H, W)`` (grayscale), ``(H, W, 1)`` or ``(H, W, 3)``. uint8 passes
     unchanged unless ``contrast_limits`` are given; other dtypes (and uint8 with limits)
     are mapped linearly from ``contrast_limits`` (default: min-max of the finite values)
-    to 0-255, clipped; NaN becomes 0. Limits must be finite with ``low <= high``
+    to 0-255, clipped; NaN becomes 0. Limits must be two finite numbers with ``low <= high``
     (``ValueError`` otherwise); ``low == high`` (e.g. a constant image) gives a black image.
+    Complex images raise ``TypeError`` (choose the magnitude or a part first).
     """
     image = np.asarray(image)
+    checks.pixel_dtype(image.dtype)
+    contrast_limits = checks.contrast_limits(contrast_limits)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[-1] != 3:
@@ -42,9 +48,9 @@ def to_rgb_uint8(image: np.ndarray, contrast_limits: tuple[float, float] | None 
 
 
 def robust_limits(image: np.ndarray) -> tuple[float, float]:
-    """Min and max of the finite values (0, 0 if there are none)."""
+    """Min and max of the finite values (0, 0 if there are none); exact ints for integer images."""
     if np.issubdtype(image.dtype, np.integer):
-        return float(image.min()), float(image.max())
+        return image.min().item(), image.max().item()
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return 0.0, 0.0
@@ -55,7 +61,9 @@ SAMPLE_PIXELS = 4_000_000
 
 
 def estimate_limits(image, rgb: bool) -> tuple[float, float] | None:
-    """Global contrast limits for non-uint8 images from a strided sample (None for uint8)."""
+    """Global contrast limits for non-uint8 images from a strided sample (None for uint8);
+    exact ints for integer images."""
+    checks.pixel_dtype(image.dtype)
     if image.dtype == np.uint8:
         return None
     spatial = 3 if rgb else 2
@@ -64,24 +72,51 @@ def estimate_limits(image, rgb: bool) -> tuple[float, float] | None:
     sample = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
     if sample.size == 0:
         return 0.0, 1.0
-    return float(sample.min()), float(sample.max())
+    return sample.min().item(), sample.max().item()
 
 
 def rescale_to_uint8(image: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
-    if not np.issubdtype(image.dtype, np.number):
-        raise TypeError(f"image dtype {image.dtype} is not numeric")
-    lo, hi = robust_limits(image) if limits is None else (float(limits[0]), float(limits[1]))
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"contrast limits must be finite numbers, got ({lo}, {hi})")
-    if hi < lo:
-        raise ValueError(f"contrast limits are reversed: ({lo:g}, {hi:g}); give them as (low, high)")
-    scaled = image.astype(np.float32)
-    scaled -= lo
-    scaled *= 255.0 / (hi - lo) if hi > lo else 0.0
+    """Map ``limits`` ``(low, high)`` linearly to 0-255 (clipped; NaN -> 0). Exact for every
+    dtype: in float32 where that holds the values (8- and 16-bit pixels), else in float64, and
+    for 32/64-bit integers the offset from ``low`` is taken in integers first (int64 data near
+    2**62 with a small range keeps its contrast)."""
+    checks.pixel_dtype(image.dtype)
+    lo, hi = robust_limits(image) if limits is None else checks.contrast_limits(limits)
+    if image.dtype.itemsize <= 2 and max(abs(lo), abs(hi)) < 1e30:
+        scaled = image.astype(np.float32)
+        scaled -= lo
+        scaled *= 255.0 / (hi - lo) if hi > lo else 0.0
+    else:  # float64: the fraction of the range first, then 255 (no overflow near the float64 range)
+        if np.issubdtype(image.dtype, np.integer):
+            scaled, span = _offsets(image, lo, hi), float(hi - lo)
+        else:
+            scaled, span = image.astype(np.float64) * 0.5, hi * 0.5 - lo * 0.5
+            scaled -= lo * 0.5
+        if hi > lo:
+            scaled /= span
+            scaled *= 255.0
+        else:
+            scaled.fill(0.0)
     np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
     np.clip(scaled, 0.0, 255.0, out=scaled)
     scaled += 0.5
     return scaled.astype(np.uint8)
+
+
+def _offsets(image: np.ndarray, lo, hi) -> np.ndarray:
+    """``image - lo`` as float64 for an integer image, clipped to ``[lo, hi]``, with the integer
+    part of the offset taken exactly (modulo 2**64, which the clipped differences fit in)."""
+    info = np.iinfo(image.dtype)
+    base = min(max(math.floor(lo), info.min), info.max)
+    top = min(max(math.ceil(hi), base), info.max)
+    clipped = np.clip(image, image.dtype.type(base), image.dtype.type(top))
+    if image.dtype.itemsize < 8:
+        diff = clipped.astype(np.int64) - base
+    else:
+        diff = clipped.astype(np.uint64) - np.uint64(base % 2**64)
+    out = diff.astype(np.float64)
+    out -= lo - base
+    return out
 
 
 def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:

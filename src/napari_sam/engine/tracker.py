@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .cache import EmbeddingCache
 from .memory_bank import FrameEntry, ObjectState, bank, pointer_span
 from .postprocess import masks_from_logits
@@ -246,12 +247,14 @@ class Tracker:
             raise ValueError("nothing to segment: give points, a box or a mask")
         xy, kinds = np.zeros((0, 2)), np.zeros(0, np.int64)
         if box is not None:
-            box = np.asarray(box, np.float64).reshape(4)
+            if np.size(box) != 4:
+                raise ValueError(f"box must be 4 numbers (min_row, min_col, max_row, max_col), got shape {np.shape(box)}")
+            box = checks.coordinates(np.ravel(box), "box", 4, "(min_row, min_col, max_row, max_col)")[0]
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError("degenerate box: need min_row < max_row and min_col < max_col")
             xy, kinds = box.reshape(2, 2), np.array([2, 3])
         if has_points:
-            pts = np.asarray(points, np.float64).reshape(-1, 2)
+            pts = checks.coordinates(points, "points", 2, "(row, col)")
             lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels).reshape(-1).astype(np.int64)
             Predictor._check_points(pts, lab, self.frame_shape)
             xy, kinds = np.concatenate([xy, pts]), np.concatenate([kinds, lab])

@@ -12,7 +12,9 @@ does not fit is refused and the volume goes on without it; a store that cannot b
 (e.g. a shared one in a read-only folder) is still read, and new embeddings stay in memory.
 Either is reported once, to :attr:`VolumeEmbeddings.on_store_problem` (else as a
 ``RuntimeWarning``), and recorded in :attr:`~VolumeEmbeddings.store_refused` /
-:attr:`~VolumeEmbeddings.store_write_error`.
+:attr:`~VolumeEmbeddings.store_write_error`. A damaged entry of a store is a missing entry: it
+is computed again (and rewritten when the store can be written), with one
+:class:`~napari_sam.engine.store.StoreDamageWarning` naming the store and the plane.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from . import checks, store_files
 from .cache import EmbeddingCache
+from .fingerprint import model_fingerprint
 from .predictor import Embedding, Prediction, Predictor
 from .preprocess import estimate_limits
-from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, model_fingerprint, store_layout
+from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, store_layout
 from .tiling import TileLayout, choose_layout, prompt_extent
 
 
@@ -51,6 +54,8 @@ class VolumeEmbeddings:
     def __init__(self, image, predictor: Predictor, *, rgb: bool = False,
                  contrast_limits: tuple[float, float] | None = None, tile: int | None = None,
                  halo: int | None = None, cache: EmbeddingCache | None = None) -> None:
+        checks.pixel_dtype(image.dtype)
+        contrast_limits = checks.contrast_limits(contrast_limits)
         spatial = 3 if rgb else 2
         if image.ndim < spatial:
             raise ValueError(f"image of shape {image.shape} has fewer than {spatial} dimensions")
@@ -103,23 +108,33 @@ class VolumeEmbeddings:
         limits = self.contrast_limits if contrast_limits is ... else contrast_limits
         return StoreInfo(
             signature=image_signature(self.image, self.rgb, limits),
-            model=self.predictor.model_name, model_fingerprint=model_fingerprint(self.predictor.model),
+            model=self.predictor.model_name,
+            model_fingerprint=getattr(self.predictor, "fingerprint", None) or model_fingerprint(self.predictor.model),
             index_shape=self.index_shape, plane_shape=self.plane_shape,
             tile=self.layout.tile if self.layout else None, halo=self.layout.halo if self.layout else None,
             normalisation=Normalisation(self.rgb, None if limits is None else tuple(map(float, limits))))
 
-    def attach_store(self, path, create: bool = True, adopt: bool = False) -> EmbeddingStore:
+    def attach_store(self, path, create: bool = True, adopt: bool = False, overwrite: bool = False) -> EmbeddingStore:
         """Use the store at ``path`` (created if missing and ``create``); a store made for
         other pixels, normalisation, model or layout, or of an unknown format, raises
         ``StoreMismatch``. ``adopt``: if the store records other contrast limits than this
         volume's (e.g. ``napari-sam embed`` defaults vs a layer's display limits), use the
         store's when the pixels match with them: its embeddings were computed with them, so
         decoding on them is right (sets :attr:`adopted_limits`); embeddings cached with the
-        old limits are dropped. :meth:`embedding` calls from other threads wait meanwhile."""
+        old limits are dropped. :meth:`embedding` calls from other threads wait meanwhile.
+
+        Nothing else is ever replaced: a path holding anything but a store (a folder of files,
+        a file) raises :class:`~napari_sam.engine.store_files.StoreExists` untouched;
+        ``overwrite=True`` (with ``create``) replaces a store that is there (its own entries
+        only: a store folder that also holds other files is refused)."""
         with self._store_lock:
-            if create and not Path(path, "zarr.json").exists():
-                self.store = EmbeddingStore.create(path, self.store_info(), **store_layout(self.predictor.model))
+            kind = store_files.path_kind(path) if create else None
+            if create and (overwrite or kind in ("missing", "empty", "interrupted")):
+                self.store = EmbeddingStore.create(path, self.store_info(), overwrite=overwrite,
+                                                   **store_layout(self.predictor.model))
                 return self.store
+            if kind == "foreign":
+                store_files.check_creatable(path)  # raises, saying what is there
             store = EmbeddingStore(path)
             norm = store.info.normalisation
             own = None if self.contrast_limits is None else tuple(map(float, self.contrast_limits))
@@ -207,9 +222,14 @@ class VolumeEmbeddings:
                 self._write(store, item, emb)
             return emb
 
-    def missing(self) -> list[tuple[int, ...]]:
-        """Items neither in memory nor on disk."""
-        done = self.store.done_mask() if self.store is not None else np.zeros(self.index_shape, bool)
+    def missing(self, verify: bool = False) -> list[tuple[int, ...]]:
+        """Items neither in memory nor on disk; ``verify`` reads every stored entry and counts
+        the damaged ones as missing (so :meth:`precompute` repairs them)."""
+        done = np.zeros(self.index_shape, bool)
+        if self.store is not None:
+            done[...] = True
+            for item in self.store.missing(verify=verify):
+                done[item] = False
         return [item for item in self.items() if not done[item] and item not in self.cache]
 
     def precompute(self, items=None, progress: Callable[[int, int], None] | None = None,
@@ -254,8 +274,11 @@ class VolumeEmbeddings:
                 multimask: bool = True, tile: tuple[int, int] | None = None,
                 cancel: Callable[[], bool] | None = None) -> PlanePrediction:
         """Decode prompts given in plane coordinates ``(row, col)`` on the best window."""
-        points = None if points is None or not np.size(points) else np.asarray(points, float).reshape(-1, 2)
-        box = None if box is None else np.asarray(box, float).reshape(4)
+        points = None if points is None or not np.size(points) else checks.coordinates(points, "points", 2, "(row, col)")
+        box = None if box is None else checks.coordinates(box, "box", 4, "(min_row, min_col, max_row, max_col)")
+        if box is not None and len(box) != 1:
+            raise ValueError(f"box must be one box of 4 numbers, got {len(box)}: use predict_boxes")
+        box = None if box is None else box[0]
         tile, window = self._window_for(points, box, tile)
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)
         shift = np.array(window[:2], float)
@@ -269,7 +292,7 @@ class VolumeEmbeddings:
                       cancel: Callable[[], bool] | None = None) -> PlanePrediction:
         """One object per box ``(N, 4)`` (plane coordinates), all decoded on one window:
         masks ``(N, K, h, w)``."""
-        boxes = np.asarray(boxes, float).reshape(-1, 4)
+        boxes = checks.coordinates(boxes, "boxes", 4, "(min_row, min_col, max_row, max_col)")
         corners = boxes.reshape(-1, 2)
         tile, window = self._window_for(corners, None, None)
         emb = self.embedding(tuple(lead) + tile, cancel=cancel)

@@ -8,6 +8,7 @@ gets the mode a plain ``open()`` would have given (``0666`` less the umask) befo
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ def default_file_mode() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder to write to; on success it gets the default
     file mode and replaces ``path`` at once. On any error the temporary is removed and an
-    existing file at ``path`` is left untouched."""
+    existing file at ``path`` is left untouched. The temporary is named ``.NAME.XXXXXXXX.tmp``
+    (see :func:`remove_stale_temporaries` for those a killed process leaves)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -52,3 +54,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_TEMP_CHARS = "[a-z0-9_]{8}"  # tempfile's random part of the names atomic_path uses
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporaries of :func:`atomic_path` for ``path`` left in its folder (e.g. by a killed
+    process): only files named exactly ``.NAME.XXXXXXXX.tmp``, nothing else."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + _TEMP_CHARS + re.escape(".tmp"))
+    try:
+        names = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return []
+    return sorted(p for p in names if p.is_file() and not p.is_symlink())
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove :func:`stale_temporaries` of ``path`` (call it when no write of ``path`` is
+    running, e.g. at the start of a batch); returns those removed."""
+    removed = []
+    for tmp in stale_temporaries(path):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed

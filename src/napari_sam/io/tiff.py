@@ -59,19 +59,43 @@ def _resolution(scale: Sequence[float] | None, unit: str | None) -> dict[str, An
     return {"resolution": (1.0 / sx, 1.0 / sy), "resolutionunit": "NONE"}
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def labels_path(path: str | os.PathLike) -> Path:
+    """The TIFF file to write for ``path``: a name without extension gets ``.tif`` (like
+    napari's writer); an empty path, another extension (``.png`` ...) or a folder is a
+    ``ValueError``; a folder that does not exist is a ``FileNotFoundError``."""
+    if path is None or not str(path).strip():
+        raise ValueError("the labels file name is empty: give a path ending in .tif or .tiff")
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".tif")
+    elif path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"labels are written as TIFF: {path.name!r} ends in {path.suffix!r}; use .tif or .tiff")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name ending in .tif or .tiff")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path.name}: the folder {path.parent} does not exist")
+    return path
+
+
 def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
-                      unit: str | None = None) -> Path:
+                      unit: str | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``labels`` to ``path`` atomically (temporary file in the same folder, then rename).
     The file gets the usual permissions (``0666`` less the umask), not the temporary's ``0600``.
 
-    The dtype is the smallest unsigned type that holds the largest id. Returns the path.
-    A failed write leaves any existing file at ``path`` untouched and no temporary behind.
+    ``path`` is checked first (:func:`labels_path`: ``.tif`` added when there is no extension,
+    other extensions refused). The dtype is the smallest unsigned type that holds the largest
+    id. ``metadata``: more JSON-able entries for the image description (read back by
+    :func:`read_labels_tiff`). Returns the path written. A failed write leaves any existing
+    file at ``path`` untouched and no temporary behind.
     """
     import tifffile
 
-    path = Path(path)
+    path = labels_path(path)
     data = _as_labels(labels)
-    meta: dict[str, Any] = {"napari_sam": "labels"}
+    meta: dict[str, Any] = {**(metadata or {}), "napari_sam": "labels"}
     if scale is not None:
         meta["scale"] = [float(s) for s in scale]
     if unit:
@@ -92,9 +116,26 @@ def read_labels_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
     return data, meta
 
 
+def read_labels_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata :func:`write_labels_tiff` wrote, reading the headers only; raises for a file
+    that is not a readable TIFF or whose image data is cut short, ``{}`` for a TIFF without it."""
+    import tifffile
+
+    size = os.path.getsize(path)
+    with tifffile.TiffFile(path) as tif:
+        if not len(tif.pages):
+            raise ValueError(f"{path} holds no image")
+        for page in tif.pages:
+            if any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts)):
+                raise ValueError(f"{path} is cut short ({size} bytes)")
+        meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+    meta.pop("shape", None)
+    return meta
+
+
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for Labels layers (``.tif`` / ``.tiff``)."""
-    if not str(path).lower().endswith((".tif", ".tiff")):
+    if not str(path).lower().endswith(TIFF_SUFFIXES):
         path = f"{path}.tif"
     units = meta.get("units")
     unit = str(units[-1]) if units else None

@@ -14,7 +14,7 @@ Parameter names follow the official checkpoints so they load unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -206,8 +206,12 @@ class ImageEncoder(nn.Module):
             ChannelLayerNorm(out_chans),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, poll: Callable[[], None] | None = None) -> torch.Tensor:
+        """``poll()``, when given, is called before each block; it raises to stop the run (the
+        caller's own check: nothing is registered on the shared modules)."""
         x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
+            if poll is not None:
+                poll()
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,9 +46,10 @@ class Sam(nn.Module):
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Resized RGB ``(B, 3, h, w)`` (0-255, longest side ``S``) -> features ``(B, 256, G, G)``."""
-        return self.image_encoder(self.preprocess(images))
+    def embed(self, images: torch.Tensor, poll: Callable[[], None] | None = None) -> torch.Tensor:
+        """Resized RGB ``(B, 3, h, w)`` (0-255, longest side ``S``) -> features ``(B, 256, G, G)``.
+        ``poll()`` is called between encoder blocks and raises to stop (see ``ImageEncoder``)."""
+        return self.image_encoder(self.preprocess(images), poll=poll)
 
     @torch.no_grad()
     def decode(

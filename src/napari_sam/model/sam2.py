@@ -98,6 +98,7 @@ class Sam2(nn.Module):
     num_maskmem = 7   # memory slots: prompted frames (slot 0) and the 6 frames before
     max_pointers = 16  # object pointers from frames within this distance
     logit_clamp = 32.0  # returned low-res logits (and logits fed back as prompts) lie within +-this
+    embedding_parts = ("sam_mask_decoder.conv_s0", "sam_mask_decoder.conv_s1")  # beyond image_encoder
 
     def __init__(self, cfg: Sam2Config, model_type: str = "custom") -> None:
         super().__init__()
