@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     model, description = _model_path(args.model)
     viewer, widget = open_viewer(model=model, device="cpu", show=True)  # what `napari-sam` opens
     viewer.window._qt_window.resize(1400, 860)
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    viewer.reset_view()  # fitted to the resized window
     if not widget.wait_idle(600) or widget.embedding is None:
         print(f"model/embedding not ready: {widget.status_text}")
         return 1

@@ -102,3 +102,27 @@ def file_server():
     yield f"http://127.0.0.1:{httpd.server_address[1]}", files, hits
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(5, 96, 128) uint16: a bright disc drifting through z on a noisy background."""
+    from tests.synthetic import drifting_disc
+
+    return drifting_disc((5,))
+
+
+@pytest.fixture()
+def count_embeddings(monkeypatch):
+    """Every embedding computed from now on (in any thread) is counted."""
+    from napari_sam.engine import Predictor
+
+    calls = []
+    original = Predictor.compute_embedding
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "compute_embedding", counting)
+    return calls

@@ -65,3 +65,15 @@ def disc_maps(shape: tuple[int, int], discs, noise: float = 0.05, seed: int = 0)
     rng = np.random.default_rng(seed)
     maps = np.stack([foreground, center, boundary]) + noise * rng.standard_normal((3, *shape))
     return np.clip(maps, 0, 1).astype(np.float32)
+
+
+def drifting_disc(lead: tuple[int, ...], drift_axis: int = 0, seed: int = 11, noise: int = 400,
+                  radius: int = 22, step: int = 3) -> np.ndarray:
+    """uint16 ``(*lead, 96, 128)``: noise below ``noise``, plus a bright disc whose centre moves
+    ``step`` pixels per index along leading axis ``drift_axis`` (a stack, a movie, a channel)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:96, :128]
+    data = rng.integers(0, noise, (*lead, 96, 128)).astype(np.uint16)
+    for idx in np.ndindex(*lead):
+        data[idx][(rr - 48) ** 2 + (cc - 50 - step * idx[drift_axis]) ** 2 < radius**2] += 3000
+    return data

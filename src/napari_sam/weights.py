@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .zoo import SAM2_BASE_URL, SAM2_CHECKPOINTS
+from .engine.predictor import Cancelled
+from .zoo import SAM1_SUMMARIES, SAM2_BASE_URL, SAM2_CHECKPOINTS
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CONNECT_TIMEOUT_S = 10.0
@@ -103,10 +104,8 @@ def _zoo_entries() -> dict[str, WeightsInfo]:
 
 
 REGISTRY.update(_zoo_entries())
-for _name, _summary in (("vit_h", "Original SAM, ViT-H (largest)."), ("vit_l", "Original SAM, ViT-L."),
-                        ("vit_b", "Original SAM, ViT-B (smallest of the three).")):
+for _name, _summary in SAM1_SUMMARIES.items():
     REGISTRY[_name] = replace(REGISTRY[_name], architecture=_name, summary=_summary)
-
 REGISTRY.update({c.name: WeightsInfo(c.name, SAM2_BASE_URL + c.file, c.sha256, c.size, architecture=c.name,
                                      group="SAM 2", summary=c.summary) for c in SAM2_CHECKPOINTS})
 
@@ -126,8 +125,9 @@ class WeightsUnavailableError(RuntimeError):
     """The checkpoint could not be obtained; the message says how to place it by hand."""
 
 
-class DownloadCancelled(Exception):
-    """Raised from a download whose ``cancel()`` callback returned True."""
+class DownloadCancelled(Cancelled):
+    """Raised from a download whose ``cancel()`` callback returned True (a
+    :class:`napari_sam.engine.Cancelled`, like every cancelled job)."""
 
 
 def cache_dir() -> Path:

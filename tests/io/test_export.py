@@ -136,3 +136,16 @@ def test_umask_is_read_without_changing_it(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+def test_axis_names_from_imagej_and_ome_metadata(tmp_path):
+    from napari_sam.io.images import axis_names
+
+    imagej, ome, plain = tmp_path / "zcyx.tif", tmp_path / "tczyx.ome.tif", tmp_path / "plain.tif"
+    tifffile.imwrite(imagej, np.zeros((3, 2, 8, 9), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(ome, np.zeros((2, 3, 4, 8, 9), np.uint8), ome=True, metadata={"axes": "TCZYX"})
+    tifffile.imwrite(plain, np.zeros((3, 8, 9), np.uint8))
+    assert axis_names(imagej) == "ZCYX" and axis_names(ome) == "TCZYX"
+    assert axis_names(plain) is None and axis_names(tmp_path / "missing.tif") is None
+    (tmp_path / "x.png").write_bytes(b"not read")
+    assert axis_names(tmp_path / "x.png") is None

@@ -1,4 +1,4 @@
-"""Helpers of the widget tests: find our layers by their metadata role, move the sliders."""
+"""Helpers of the widget tests: find our layers by their metadata role, press keys, move sliders."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ def with_role(viewer, role):
     return [lay for lay in viewer.layers if lay.metadata.get("napari_sam", {}).get("role") == role]
 
 
-def candidates(viewer):
-    return sorted(with_role(viewer, "candidate"), key=lambda lay: lay.metadata["napari_sam"]["index"])
+def candidate_layer(viewer):
+    (layer,) = with_role(viewer, "candidate")
+    return layer
+
+
+def shown_candidates(viewer) -> list[dict]:
+    """``[{"index", "iou"}, ...]`` of the candidates the candidate layer shows."""
+    return candidate_layer(viewer).metadata["napari_sam"]["candidates"]
 
 
 def points_layer(viewer):
     (layer,) = with_role(viewer, "points")
     return layer
-
-
-def record_predict_calls(w, monkeypatch) -> list[dict]:
-    """The keyword arguments of every ``predict`` call the widget's predictor gets from now on."""
-    calls: list[dict] = []
-    original = w.model.predictor.predict
-    monkeypatch.setattr(w.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
-    return calls
 
 
 def boxes_layer(viewer):
@@ -30,11 +28,25 @@ def boxes_layer(viewer):
 
 
 def add_point(viewer, row, col):
-    (points,) = with_role(viewer, "points")
-    points.add([[row, col]])
+    points_layer(viewer).add([[row, col]])
+
+
+def press(layer, key):
+    """What napari does for ``key`` pressed while ``layer`` is active."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    layer.keymap[coerce_keybinding(key)](layer)
 
 
 def go_to(viewer, z):
     step = list(viewer.dims.current_step)
     step[0] = z
+    viewer.dims.current_step = tuple(step)
+
+
+def set_step(viewer, **steps):
+    """Move the sliders: ``set_step(viewer, **{"0": t, "1": z})`` by viewer axis number."""
+    step = list(viewer.dims.current_step)
+    for axis, value in steps.items():
+        step[int(axis)] = value
     viewer.dims.current_step = tuple(step)

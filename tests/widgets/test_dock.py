@@ -85,3 +85,62 @@ def test_canvas_clicks_right_click_and_ctrl_click_are_negative(make_napari_viewe
         QApplication.processEvents()
         pos = pos + 10
     assert points.features["positive"].tolist() == [True, False, False, True]
+
+
+def _key(viewer, key) -> None:
+    """A real key press on the focused widget (the canvas, where the user is)."""
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    QTest.keyClick(QApplication.focusWidget() or viewer.window._qt_viewer.canvas.native, key)
+    QApplication.processEvents()
+
+
+@pytest.mark.skipif(not HAS_DISPLAY, reason="needs a display with OpenGL (e.g. xvfb-run, QT_QPA_PLATFORM=xcb)")
+def test_keys_keep_working_after_propagate_segment_everything_and_buttons(make_napari_viewer, qtbot, tiny_checkpoint,
+                                                                          stack):
+    """Clicks on our buttons leave the keyboard focus on the canvas and our layer active, so C,
+    Esc, 1/2/3, N and Ctrl+Z still reach us after Propagate and Segment everything."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(stack, name="stack")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-annotator", "Segment Anything")
+    canvas = viewer.window._qt_viewer.canvas.native
+    viewer.window._qt_window.activateWindow()
+    canvas.setFocus()
+    qtbot.waitUntil(canvas.hasFocus, timeout=5000)
+    widget.load_model(str(tiny_checkpoint), device="cpu")
+    assert widget.wait_idle(60)
+    widget.session.settings.propagation = {"min_score": -1e9, "min_overlap": 0.0, "min_area": 0}
+    viewer.layers["SAM points"].add([[48, 56]])
+    assert widget.wait_idle(60)
+    QTest.mouseClick(widget.ui.propagate, Qt.LeftButton)
+    assert widget.wait_idle(120) and widget.session.object.planes
+    assert QApplication.focusWidget() is canvas and viewer.layers.selection.active is viewer.layers["SAM points"]
+    _key(viewer, Qt.Key_C)
+    labels = viewer.layers["SAM labels"]
+    assert all(labels.data[z].any() for z in range(5))
+    _key(viewer, Qt.Key_N)
+    assert not widget.session.positive
+    _key(viewer, Qt.Key_N)
+
+    widget.ui.everything.points.setValue(4)
+    widget.ui.everything.boxes["pred_iou_thresh"].setValue(-1)
+    widget.ui.everything.boxes["stability_score_thresh"].setValue(0)
+    QTest.mouseClick(widget.ui.everything.run, Qt.LeftButton)
+    assert widget.wait_idle(120) and "SAM everything" in viewer.layers
+    assert QApplication.focusWidget() is canvas and viewer.layers.selection.active is viewer.layers["SAM points"]
+    viewer.layers["SAM points"].add([[48, 56]])
+    assert widget.wait_idle(60) and len(widget.session.object.candidates) == 3
+    _key(viewer, Qt.Key_2)
+    assert widget.session.object.chosen == 1
+    _key(viewer, Qt.Key_Escape)
+    assert not widget.session.object.candidates
+    QTest.mouseClick(widget.ui.undo, Qt.LeftButton)
+    assert widget.wait_idle(5)
+    assert not labels.data.any() and QApplication.focusWidget() is canvas
+    QTest.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert labels.data.any()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from .helpers import add_point, go_to, with_role
+from .helpers import add_point, go_to, shown_candidates
 
 
 @pytest.fixture()
@@ -76,4 +76,4 @@ def test_moving_the_slider_while_neighbours_prefetch_never_cancels_the_plane_on_
         assert key.plane == (end,) and emb.original_size == (64, 80)
         assert torch.isfinite(emb.features).all()
     add_point(viewer, 30, 40)  # new points are decoded, not left waiting
-    assert widget.wait_idle(60) and len(with_role(viewer, "candidate")) == 3
+    assert widget.wait_idle(60) and len(shown_candidates(viewer)) == 3

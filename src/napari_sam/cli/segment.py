@@ -30,11 +30,13 @@ import os
 import sys
 import threading
 import time
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.settings import GeneratorSettings
 from ..io.images import IMAGE_SUFFIXES, guess_rgb, open_image
 from .cluster import run_on_cluster, worker_torch_threads
 from .resume import OUTPUT_SUFFIX, is_our_labels, output_state, prepare_out, run_settings
@@ -184,16 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local workers are threads of this process instead of processes")
     p.add_argument("--overwrite", action="store_true",
                    help="redo inputs whose output exists (also those made with other settings)")
-    g = p.add_argument_group("generator (see napari_sam.engine.generate_masks)")
-    g.add_argument("--points-per-side", type=int, default=32)
-    g.add_argument("--points-per-batch", type=int, default=64)
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    g.add_argument("--stability-score-thresh", type=float, default=0.95)
-    g.add_argument("--stability-score-offset", type=float, default=1.0)
-    g.add_argument("--box-nms-thresh", type=float, default=0.7)
-    g.add_argument("--crop-n-layers", type=int, default=0)
-    g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-    g.add_argument("--min-mask-region-area", type=int, default=0)
+    g = p.add_argument_group("generator, --mode amg (see napari_sam.engine.GeneratorSettings)")
+    for spec in fields(GeneratorSettings):  # one flag per setting, its default and help from there
+        g.add_argument("--" + spec.name.replace("_", "-"), type=type(spec.default), default=spec.default,
+                       help=f"{spec.metadata['tip']} (default {spec.default:g})")
     a = p.add_argument_group("instance decoder, --mode ais (see napari_sam.engine.segment_instances; "
                              "default: the model's own settings)")
     for name in AIS_PARAMS:
@@ -205,9 +201,7 @@ AIS_PARAMS = ("center_distance_threshold", "boundary_distance_threshold", "foreg
               "foreground_smoothing", "distance_smoothing", "min_size")
 
 
-PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-          "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_overlap_ratio",
-          "min_mask_region_area")
+PARAMS = GeneratorSettings.names()
 
 
 def collect_inputs(paths: list[Path], ignored: list[Path] | None = None) -> list[Path]:

@@ -48,6 +48,7 @@ from .mask_ops import (
     upscale_logits_cropped,
 )
 from .predictor import Cancelled, Embedding, Predictor, mask_frame
+from .settings import DEFAULTS
 
 CROP_NMS_THRESH = 0.7
 """Box IoU above which a mask from a larger crop is dropped in favour of one from a smaller crop."""
@@ -78,20 +79,21 @@ class _Found:
 def generate_masks(
     predictor_or_embedding: Predictor | Embedding,
     *,
-    points_per_side: int = 32,
-    points_per_batch: int = 64,
-    pred_iou_thresh: float = 0.88,
-    stability_score_thresh: float = 0.95,
-    stability_score_offset: float = 1.0,
-    box_nms_thresh: float = 0.7,
-    crop_n_layers: int = 0,
-    crop_overlap_ratio: float = 512 / 1500,
-    min_mask_region_area: int = 0,
+    points_per_side: int = DEFAULTS.points_per_side,
+    points_per_batch: int = DEFAULTS.points_per_batch,
+    pred_iou_thresh: float = DEFAULTS.pred_iou_thresh,
+    stability_score_thresh: float = DEFAULTS.stability_score_thresh,
+    stability_score_offset: float = DEFAULTS.stability_score_offset,
+    box_nms_thresh: float = DEFAULTS.box_nms_thresh,
+    crop_n_layers: int = DEFAULTS.crop_n_layers,
+    crop_overlap_ratio: float = DEFAULTS.crop_overlap_ratio,
+    min_mask_region_area: int = DEFAULTS.min_mask_region_area,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     model: torch.nn.Module | Predictor | None = None,
 ) -> list[dict]:
-    """Find every object in one 2D image; returns one record per mask.
+    """Find every object in one 2D image; returns one record per mask. The defaults are
+    :class:`~napari_sam.engine.settings.GeneratorSettings` (``**settings.keywords()`` passes one).
 
     ``predictor_or_embedding``: a :class:`Predictor` with an image set (its current
     embedding is used), or an :class:`Embedding` together with ``model=`` (the ``Sam`` or

@@ -17,7 +17,7 @@ from . import checks
 from .allocator import keep_freed_memory, release_freed_memory
 from .fingerprint import keep_fingerprint, model_fingerprint
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
-from .preprocess import Geometry, resize_rgb, to_rgb_uint8
+from .preprocess import Geometry, points_inside, resize_rgb, to_rgb_uint8
 
 
 class Cancelled(Exception):
@@ -121,6 +121,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA devices)")
     return dev
+
+
+def available_devices() -> list[str]:
+    """Device names to offer: ``auto``, ``cpu``, and ``cuda`` / ``mps`` where present (the
+    values :func:`resolve_device` takes)."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 class Predictor:
@@ -367,8 +379,7 @@ class Predictor:
             raise ValueError(f"{len(points)} points but {len(labels)} labels")
         if not np.isin(labels, (0, 1)).all():
             raise ValueError("point labels must be 1 (foreground) or 0 (background)")
-        h, w = shape
-        outside = (points[:, 0] < -0.5) | (points[:, 0] > h - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > w - 0.5)
+        outside = ~points_inside(points, shape)
         if outside.any():
             r, c = points[np.argmax(outside)]
             raise ValueError(f"point ({r:.1f}, {c:.1f}) lies outside the image of shape {shape}")

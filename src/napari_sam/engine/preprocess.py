@@ -135,6 +135,14 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
+def points_inside(points_rc: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(N,)`` bool: which ``(row, col)`` points lie on an image of ``shape`` ``(H, W)`` (pixel
+    centres are integers, so the image spans -0.5 to H - 0.5 and -0.5 to W - 0.5)."""
+    pts = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
+    h, w = shape
+    return (pts[:, 0] >= -0.5) & (pts[:, 0] <= h - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= w - 0.5)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Sizes of one image: ``original_size`` ``(H, W)`` and resized ``input_size`` ``(h, w)``."""

@@ -38,3 +38,20 @@ def open_image(path: str | Path):
 def guess_rgb(shape: tuple[int, ...]) -> bool:
     """Like napari: a last axis of 3 or 4 on an image of 3+ dimensions is colour."""
     return len(shape) >= 3 and shape[-1] in (3, 4)
+
+
+def axis_names(path: str | Path) -> str | None:
+    """The axes a TIFF's ImageJ or OME metadata names (tifffile letters, e.g. ``"ZCYX"``; ``"S"``
+    is colour samples), or None when the file says nothing (or is no TIFF)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not (tif.is_imagej or tif.is_ome) or not tif.series:
+                return None
+            return str(tif.series[0].axes)
+    except Exception:  # noqa: BLE001 (unreadable metadata: no names)
+        return None

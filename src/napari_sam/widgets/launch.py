@@ -17,13 +17,36 @@ def open_viewer(image: str | None = None, model: str | None = None, device: str 
 
     viewer = napari.Viewer(show=show, title="napari-sam")
     if image is not None:
-        viewer.open(str(image))
+        layers = viewer.open(str(image))
+        name_axes(layers, image)
     else:
         viewer.open_sample(PLUGIN, DEFAULT_SAMPLE)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    fit_soon(viewer)
     if model:
         widget.load_model(model, device)
     return viewer, widget
+
+
+def name_axes(layers, path) -> None:
+    """Give the image layers read from ``path`` the axis names its TIFF metadata has (Z, C, T...)."""
+    from ..io.images import axis_names
+
+    axes = axis_names(path)
+    for layer in layers or []:
+        if axes is None or getattr(layer, "rgb", False) and "S" not in axes:
+            continue
+        names = [a.lower() for a in axes if a != "S"] if getattr(layer, "rgb", False) else [a.lower() for a in axes]
+        if len(names) == layer.ndim:
+            layer.axis_labels = tuple(names)
+
+
+def fit_soon(viewer) -> None:
+    """Fit the view once the dock has taken its room (a fit before it crops the image)."""
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, viewer.reset_view)
+    QTimer.singleShot(300, viewer.reset_view)
 
 
 def launch(image: str | None = None, model: str | None = None, device: str = "auto") -> int:

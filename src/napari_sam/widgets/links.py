@@ -13,11 +13,12 @@ class Links:
     """Owned by one widget: ``listen`` to napari emitters, ``defer`` calls; ``pending`` counts
     deferred calls not yet run (so "idle" can wait for them)."""
 
-    def __init__(self, widget: QObject) -> None:
+    def __init__(self, lifetime: QObject) -> None:
+        """The links are cut when ``lifetime`` (the widget) is destroyed; it is not kept."""
         self.alive = [True]
         self.links: list[tuple[object, Callable]] = []
         self.pending = 0
-        widget.destroyed.connect(partial(_cut, self.alive, self.links))
+        lifetime.destroyed.connect(partial(_cut, self.alive, self.links))
 
     def listen(self, emitter, callback: Callable) -> None:
         emitter.connect(callback)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-import torch
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QFontMetrics
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,12 +15,14 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from ..engine import GeneratorSettings, available_devices
 from ..weights import REGISTRY
 
 MODEL_FILE = "Checkpoint file (.pth)…"
@@ -36,51 +38,86 @@ LEGEND = (
 )
 
 
-def available_devices() -> list[str]:
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
+class StatusLine(QLabel):
+    """A status area of fixed height (two lines): longer texts are elided, the full text is
+    the tooltip (and :meth:`full_text`), so nothing around it moves."""
+
+    LINES = 2
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self._text = ""
+        self.setWordWrap(False)
+        self.setTextFormat(Qt.PlainText)
+        self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        metrics = QFontMetrics(self.font())
+        self.setFixedHeight(self.LINES * metrics.lineSpacing() + 6)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # new texts never relayout the panel
+        self.setMinimumWidth(40)
+        self.setText(text)
+
+    def full_text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt name)
+        self._text = str(text)
+        self.setToolTip(self._text)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        metrics, width = QFontMetrics(self.font()), max(20, self.width() - 4)
+        words, lines = self._text.split(" "), []
+        while words and len(lines) < self.LINES - 1:
+            line = words.pop(0)
+            while words and metrics.horizontalAdvance(f"{line} {words[0]}") <= width:
+                line = f"{line} {words.pop(0)}"
+            lines.append(line)
+        if words:
+            lines.append(metrics.elidedText(" ".join(words), Qt.ElideRight, width))
+        super().setText("\n".join(lines))
 
 
 @dataclass
 class EverythingPanel:
-    """*Segment everything*: the button, and its parameters in a section shown by ``toggle``.
-    ``points`` 0 means auto (16 per side on a CPU, 32 on a GPU)."""
+    """*Segment everything*: the button, and a spin box per panel setting of
+    :class:`~napari_sam.engine.GeneratorSettings` in a section shown by ``toggle``.
+    Points per side 0 means auto (16 per side on a CPU, 32 on a GPU)."""
 
     run: QPushButton
     toggle: QToolButton
     options: QWidget
-    points: QSpinBox
-    iou: QDoubleSpinBox
-    stability: QDoubleSpinBox
-    nms: QDoubleSpinBox
-    crops: QSpinBox
-    min_area: QSpinBox
+    boxes: dict
+
+    points = property(lambda self: self.boxes["points_per_side"])
+    iou = property(lambda self: self.boxes["pred_iou_thresh"])
+    stability = property(lambda self: self.boxes["stability_score_thresh"])
+    nms = property(lambda self: self.boxes["box_nms_thresh"])
+    crops = property(lambda self: self.boxes["crop_n_layers"])
+    min_area = property(lambda self: self.boxes["min_mask_region_area"])
 
     def values(self) -> dict:
-        """The parameters as :func:`napari_sam.engine.generate_masks` keywords (points 0: auto)."""
-        return {"points_per_side": self.points.value(), "pred_iou_thresh": self.iou.value(),
-                "stability_score_thresh": self.stability.value(), "box_nms_thresh": self.nms.value(),
-                "crop_n_layers": self.crops.value(), "min_mask_region_area": self.min_area.value()}
+        """The panel's settings as :func:`napari_sam.engine.generate_masks` keywords (points 0: auto)."""
+        return {name: box.value() for name, box in self.boxes.items()}
 
 
-def _spin(cls, lo, hi, value, tip: str, step=None):
-    box = cls()
-    box.setRange(lo, hi)
-    if step is not None:
+def _spin(spec, value, low=None):
+    low, high = spec.metadata["range"][0] if low is None else low, spec.metadata["range"][1]
+    box = QDoubleSpinBox() if spec.metadata["step"] is not None else QSpinBox()
+    box.setRange(low, high)
+    if spec.metadata["step"] is not None:
         box.setDecimals(2)
-        box.setSingleStep(step)
+        box.setSingleStep(spec.metadata["step"])
     box.setValue(value)
-    box.setToolTip(tip)
+    box.setToolTip(spec.metadata["tip"][:1].upper() + spec.metadata["tip"][1:])
     return box
 
 
 def build_everything(root: QVBoxLayout) -> EverythingPanel:
-    """The *Segment everything* row and its collapsible parameter section, added to ``root``."""
+    """The *Segment everything* row and its collapsible settings, added to ``root``."""
     run = QPushButton("Segment everything")
     run.setToolTip("Find all objects on the plane on screen (a grid of point prompts) into a new "
                    "labels layer 'SAM everything'; committed labels are not touched")
@@ -95,18 +132,18 @@ def build_everything(root: QVBoxLayout) -> EverythingPanel:
     options = QWidget()
     form = QFormLayout(options)
     form.setContentsMargins(0, 0, 0, 0)
-    points = _spin(QSpinBox, 0, 128, 0, "Grid of points per side (0 = auto: 16 on a CPU, 32 on a GPU; "
-                   "the 32x32 grid takes minutes on a CPU)")
-    points.setSpecialValueText("auto (16 CPU / 32 GPU)")
-    iou = _spin(QDoubleSpinBox, -1.0, 1.0, 0.88, "Keep masks with predicted IoU above this", 0.01)
-    stability = _spin(QDoubleSpinBox, 0.0, 1.0, 0.95, "Keep masks at least this stable (0 = off)", 0.01)
-    nms = _spin(QDoubleSpinBox, 0.0, 1.0, 0.7, "Drop masks whose box overlaps a better one more "
-                "than this (1 = keep duplicates)", 0.05)
-    crops = _spin(QSpinBox, 0, 3, 0, "Layers of overlapping crops for small objects (each re-embeds crops: slow)")
-    min_area = _spin(QSpinBox, 0, 1_000_000, 0, "Fill holes and remove islands smaller than this (pixels)")
-    for label, box in (("Points per side", points), ("Pred. IoU threshold", iou), ("Stability threshold",
-                       stability), ("Box NMS threshold", nms), ("Crop layers", crops), ("Min region area", min_area)):
-        form.addRow(label, box)
+    boxes = {}
+    defaults = GeneratorSettings()
+    for spec in fields(GeneratorSettings):
+        if not spec.metadata["panel"]:
+            continue
+        auto = spec.name == "points_per_side"
+        box = boxes[spec.name] = _spin(spec, 0 if auto else getattr(defaults, spec.name), 0 if auto else None)
+        if auto:  # 0: auto
+            box.setSpecialValueText("auto (16 CPU / 32 GPU)")
+            box.setToolTip("Grid of points per side (0 = auto: 16 on a CPU, 32 on a GPU; the 32x32 grid "
+                           "takes minutes on a CPU)")
+        form.addRow(spec.metadata["label"], box)
     options.setVisible(False)
 
     def shown(on: bool) -> None:
@@ -116,7 +153,7 @@ def build_everything(root: QVBoxLayout) -> EverythingPanel:
     toggle.toggled.connect(shown)
     root.addLayout(row)
     root.addWidget(options)
-    return EverythingPanel(run, toggle, options, points, iou, stability, nms, crops, min_area)
+    return EverythingPanel(run, toggle, options, boxes)
 
 
 @dataclass
@@ -135,26 +172,35 @@ class Panel:
     undo: QPushButton
     redo: QPushButton
     export: QPushButton
-    status: QLabel
+    status: StatusLine
     propagate: QPushButton
     everything: EverythingPanel
     channel_axis: QComboBox
     channel: QComboBox
     through: QComboBox
     open_store: QPushButton
+    stack_rows: QWidget  # hidden for 2D images
+
+
+def _combo(tip: str, enabled: bool = True) -> QComboBox:
+    combo = QComboBox()
+    combo.setToolTip(tip)
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(8)
+    combo.setEnabled(enabled)
+    return combo
 
 
 def build_panel(parent: QWidget) -> Panel:
-    """Create the controls inside ``parent`` (which gets a vertical layout)."""
+    """Create the controls inside ``parent`` (which gets a vertical layout). Buttons never take
+    the keyboard focus, so the canvas keeps it (and our keys keep working) after a click."""
     root = QVBoxLayout(parent)
     form = QFormLayout()
-    image = QComboBox()
-    image.setToolTip("Image layer to segment: grayscale or RGB, 2D or nD (plane by plane)")
-    model = QComboBox()
+    image = _combo("Image layer to segment: grayscale or RGB, 2D or nD (plane by plane)")
+    model = _combo("SAM model: an official checkpoint (downloaded once) or a .pth file")
     for name in reversed(list(REGISTRY)):  # vit_b, vit_l, vit_h; item data: what to load
         model.addItem(name, name)
     model.addItem(MODEL_FILE, None)
-    model.setToolTip("SAM model: an official checkpoint (downloaded once) or a .pth file")
     device = QComboBox()
     device.addItems(available_devices())
     load, cancel = QPushButton("Load model"), QPushButton("Cancel")
@@ -162,29 +208,24 @@ def build_panel(parent: QWidget) -> Panel:
     model_row = QHBoxLayout()
     for w in (model, device, load):
         model_row.addWidget(w)
-    labels = QComboBox()
-    labels.setToolTip("Labels layer that committed objects are written into")
+    labels = _combo("Labels layer that committed objects are written into")
     overwrite = QCheckBox("Overwrite existing labels")
-    for combo in (image, model, labels):
-        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(8)
     form.addRow("Image", image)
     form.addRow("Model", model_row)
     form.addRow("Labels", labels)
     form.addRow("", overwrite)
-    channel_axis, channel, through, store_row = build_stack_rows()
-    form.addRow("Channel axis", channel_axis)
-    form.addRow("Channel", channel)
-    form.addRow("Propagate along", through)
-    form.addRow("Embeddings", store_row)
     root.addLayout(form)
+    channel_axis, channel, through, open_store, stack_rows = build_stack_rows()
+    root.addWidget(stack_rows)
+    form_store = QFormLayout()
+    form_store.addRow("Embeddings", open_store)
+    root.addLayout(form_store)
 
-    status = QLabel("Choose an image and load a model.")
-    status.setWordWrap(True)
+    status = StatusLine("Choose an image and load a model.")
     status.setObjectName("napari_sam_status")
     status_row = QHBoxLayout()
     status_row.addWidget(status, 1)
-    status_row.addWidget(cancel)
+    status_row.addWidget(cancel, 0, Qt.AlignTop)
     root.addLayout(status_row)
 
     polarity = QPushButton("Next points: positive (N)")
@@ -214,23 +255,28 @@ def build_panel(parent: QWidget) -> Panel:
     legend.setWordWrap(True)
     root.addWidget(legend)
     root.addStretch(1)
+    for button in [*parent.findChildren(QPushButton), *parent.findChildren(QToolButton)]:
+        button.setFocusPolicy(Qt.NoFocus)
     return Panel(image, model, device, load, cancel, labels, overwrite, polarity, choose,
                  commit, clear, undo, redo, export, status, propagate, everything,
-                 channel_axis, channel, through, store_row)
+                 channel_axis, channel, through, open_store, stack_rows)
 
 
-def build_stack_rows() -> tuple[QComboBox, QComboBox, QComboBox, QPushButton]:
-    """Controls for stacks, time series and multichannel images (filled by ``axes.Axes``)."""
-    channel_axis, channel, through = QComboBox(), QComboBox(), QComboBox()
-    channel_axis.setToolTip("Multichannel images: the leading axis that holds channels ('none': every "
-                            "slider is a plane, SAM sees the channel on screen)")
-    channel.setToolTip("What SAM segments: one channel, whatever the channel slider shows, or up to three "
-                       "channels as red, green, blue (each scaled to its own range)")
-    through.setToolTip("The axis that prefetch and 'Propagate through planes' walk (z, time, ...)")
-    for combo in (channel_axis, channel, through):
-        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(8)
-        combo.setEnabled(False)
+def build_stack_rows() -> tuple[QComboBox, QComboBox, QComboBox, QPushButton, QWidget]:
+    """Controls for stacks, time series and multichannel images, in a section of their own
+    (hidden for 2D images)."""
+    channel_axis = _combo("Multichannel images: the leading axis that holds channels ('none': every "
+                          "slider is a plane, SAM sees the channel on screen)", False)
+    channel = _combo("What SAM segments: one channel, whatever the channel slider shows, or up to three "
+                     "channels as red, green, blue (each scaled to its own range)", False)
+    through = _combo("The axis that prefetch and 'Propagate through planes' walk (Z, T, ...)", False)
     open_store = QPushButton("Open embedding store…")
     open_store.setToolTip("Reuse embeddings precomputed by 'napari-sam embed' (a .zarr folder) for the image")
-    return channel_axis, channel, through, open_store
+    rows = QWidget()
+    form = QFormLayout(rows)
+    form.setContentsMargins(0, 0, 0, 0)
+    form.addRow("Channel axis", channel_axis)
+    form.addRow("Channel", channel)
+    form.addRow("Propagate along", through)
+    rows.setVisible(False)
+    return channel_axis, channel, through, open_store, rows

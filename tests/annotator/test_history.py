@@ -1,12 +1,12 @@
-"""Pure parts of the widget: prompt validation/planning and commit history (no Qt)."""
+"""Pure parts of the session: prompt validation and planning, commits and their history (no Qt)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_sam.widgets.prompts import collect, plan
-from napari_sam.widgets.state import Commit, paint, reapply, revert
+from napari_sam.annotator.history import Commit, History, Piece, paint, plan_paint, positions, reapply, revert
+from napari_sam.annotator.prompts import collect, plan
 
 
 def test_undo_and_redo_never_touch_pixels_edited_since():
@@ -59,3 +59,33 @@ def test_plan_rules():
     assert decode.several_objects and decode.mask_input is None and "ignored" in notes[0]
     negative = collect(np.array([[5, 5]]), np.array([False]), [], [], (10, 10))
     assert plan(negative, None)[0] is None
+
+
+def test_one_object_through_planes_and_channels_gets_one_id():
+    labels = np.zeros((3, 2, 4, 4), np.uint16)  # (Z, C, Y, X)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[1:3, 1:3] = 1
+    change = plan_paint(labels, [Piece((0, None), mask), Piece((2, None), mask)])
+    assert change.ids == (1,) and change.flat.size == 2 * 2 * 4 and not labels.any()  # planned, not written
+    assert positions(labels.shape, change.flat, channel_axis=1) == 8  # channel copies counted once
+    labels.flat[change.flat] = change.after
+    assert np.array_equal(labels[0, 0], mask) and np.array_equal(labels[2, 1], mask) and not labels[1].any()
+
+
+def test_part_objects_keep_their_number_on_every_plane():
+    labels = np.zeros((2, 5, 5), np.uint8)
+    ids = np.zeros((5, 5), np.uint8)
+    ids[0, :2], ids[4, 3:] = 1, 2
+    change = plan_paint(labels, [Piece((0,), ids), Piece((1,), ids)], objects=2)
+    labels.flat[change.flat] = change.after
+    assert change.ids == (1, 2) and np.array_equal(labels[0], ids) and np.array_equal(labels[1], ids)
+
+
+def test_history_forgets_a_target():
+    history = History()
+    a, b = Commit("a", np.zeros(0, int), np.zeros(0), np.zeros(0), (1,)), Commit("b", np.zeros(0, int), np.zeros(0),
+                                                                               np.zeros(0), (2,))
+    history.push(a)
+    history.push(b)
+    history.forget_layer("a")
+    assert history.done == [b] and history.targets() == ["b"]

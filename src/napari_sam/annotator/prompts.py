@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine.preprocess import points_inside
+
 
 @dataclass(frozen=True)
 class Prompts:
@@ -62,7 +64,7 @@ def collect(points: np.ndarray, positive: np.ndarray, shapes: list[np.ndarray], 
     lab = np.asarray(positive, dtype=bool).reshape(-1).astype(np.int64)
     if len(lab) != len(pts):  # should not happen; be safe: treat all as positive
         lab = np.ones(len(pts), np.int64)
-    inside = (pts[:, 0] >= -0.5) & (pts[:, 0] <= h - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= w - 0.5)
+    inside = points_inside(pts, image_shape)
     for r, c in pts[~inside]:
         problems.append(f"point ({r:.0f}, {c:.0f}) lies outside the {h}×{w} image: ignored")
     boxes = []

@@ -1,0 +1,56 @@
+"""Helpers of the session tests: prompts the way the view's prompt layers send them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Prompts:
+    """The current object's points and boxes, sent to the session on every change (like the
+    view's prompt layers); emptied when the session clears the object's prompts."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.points: list[list[float]] = []
+        self.positive: list[bool] = []
+        self.shapes: list[np.ndarray] = []
+        self.kinds: list[str] = []
+        session.events.prompts_cleared.connect(self._cleared)
+
+    def _cleared(self) -> None:
+        self.points, self.positive, self.shapes, self.kinds = [], [], [], []
+
+    def add(self, row: float, col: float, positive: bool | None = None) -> None:
+        self.points.append([row, col])
+        self.positive.append(self.session.positive if positive is None else positive)
+        self.send()
+
+    def box(self, corner0, corner1, kind: str = "rectangle") -> None:
+        (r0, c0), (r1, c1) = corner0, corner1
+        self.shapes.append(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float))
+        self.kinds.append(kind)
+        self.send()
+
+    def boxes(self, *corners) -> None:
+        """Several rectangles added at once (one edit)."""
+        for c0, c1 in corners:
+            (r0, q0), (r1, q1) = c0, c1
+            self.shapes.append(np.array([[r0, q0], [r0, q1], [r1, q1], [r1, q0]], float))
+            self.kinds.append("rectangle")
+        self.send()
+
+    def send(self) -> None:
+        self.session.set_prompts(np.array(self.points, float).reshape(-1, 2), np.array(self.positive, bool),
+                                 self.shapes, self.kinds)
+
+
+def record_predict_calls(session, monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``predict`` call the session's predictor gets from now on."""
+    calls: list[dict] = []
+    original = session.model.predictor.predict
+    monkeypatch.setattr(session.model.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    return calls
+
+
+def chosen_mask(session) -> np.ndarray:
+    return session.object.chosen_candidate.mask > 0
