@@ -3,6 +3,7 @@ with the reference ``segment-anything`` on the same random weights, in the same 
 
     python benchmarks/bench.py --model vit_b --device cpu --compare-reference
     python benchmarks/bench.py --model vit_h --device cuda --dtype bf16 --batch 8
+    python benchmarks/bench.py --model sam2.1_hiera_t --compare-reference   # SAM 2: bench_sam2.py
 
 Measured: embedding of one 1024 x 1024 RGB image (``compute_embedding``; the reference's
 ``SamPredictor.set_image``), embedding of a batch, and ``predict`` for one foreground point
@@ -21,11 +22,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +32,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # --compare-reference: the oracle lives in the checkout's tests/
 
+from benchmarks.measure import CPU_TIMES, PeakMemory, iou, machine, test_image, timed  # noqa: E402, F401
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h (or a *_test config)")
+    ap.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h, sam2.1_hiera_t/s/b+/l (or a *_test config)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                     help="encoder precision (auto: bf16 on CUDA, fp32 elsewhere)")
@@ -50,98 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--compare-reference", action="store_true", help="also run segment-anything 1.0")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument("--json", default=None, help="result file (default bench-MODEL-DEVICE-DTYPE.json)")
+    ap.add_argument("--track-frames", type=int, default=10, help="SAM 2: frames to propagate through (0 skips)")
     return ap.parse_args(argv)
-
-
-def test_image(size: int = 1024, seed: int = 0) -> np.ndarray:
-    """A ``size x size`` uint8 RGB picture: textured background and bright discs."""
-    rng = np.random.default_rng(seed)
-    rr, cc = np.mgrid[:size, :size]
-    img = rng.integers(0, 60, (size, size, 3)).astype(np.float32)
-    for r, c, rad in [(0.3, 0.4, 0.15), (0.7, 0.6, 0.2), (0.2, 0.8, 0.08)]:
-        img[(rr - r * size) ** 2 + (cc - c * size) ** 2 < (rad * size) ** 2] += 150
-    return img.clip(0, 255).astype(np.uint8)
-
-
-class PeakMemory:
-    """Peak memory above the starting level inside a ``with`` block, in MiB: CUDA allocator
-    peak on GPUs; resident set size sampled every 2 ms on the CPU (Linux), from a start with
-    the allocator's kept free memory given back."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.peak_mib = device, float("nan")
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):
-            return 0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            from napari_sam.engine.allocator import release_freed_memory
-
-            release_freed_memory()  # memory kept for reuse would hide the block's own peak
-            self._base = self._peak = self._rss()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self._peak = max(self._peak, self._rss())
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-            peak = max(self._peak, self._rss())
-        self.peak_mib = (peak - self._base) / 2**20
-
-
-CPU_TIMES: dict[str, list[float]] = {}  # process CPU seconds of the last timed() calls, by label
-
-
-def timed(fn, device: torch.device, label: str | None = None):
-    """``(seconds, result)`` of ``fn()``, synchronising CUDA around it. With a ``label``, the
-    process CPU time is recorded too (a load-robust figure on a busy machine)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    if label:
-        CPU_TIMES.setdefault(label, []).append(time.process_time() - c)
-    return time.perf_counter() - t, out
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -281,7 +191,10 @@ ROWS = [("embed_s", "embedding bs1 (s)"), ("embed_cpu_s", "embedding bs1, proces
         ("decode_4096_ms", "predict 1 point -> 3 masks, 4096² (ms)"),
         ("post_smooth_1024_ms", "post-processing only, 3 smooth masks, 1024² (ms; ref = straightforward path)"),
         ("post_smooth_4096_ms", "post-processing only, 3 smooth masks, 4096² (ms; ref = straightforward path)"),
-        ("embed_peak_mib", "embedding peak memory (MiB)")]
+        ("embed_peak_mib", "embedding peak memory (MiB)"),
+        ("track_frame_s", "SAM 2 propagation per frame, 1 object (s)"),
+        ("track_frame_cpu_s", "SAM 2 propagation per frame, process CPU time (s)"),
+        ("track_peak_mib", "SAM 2 propagation peak memory (MiB)")]
 
 
 def table(res: dict) -> str:
@@ -304,7 +217,12 @@ def table(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    res = run(args)
+    if args.model.startswith("sam2"):
+        from benchmarks.bench_sam2 import run_sam2
+
+        res = run_sam2(args)
+    else:
+        res = run(args)
     print(table(res))
     path = Path(args.json or f"bench-{res['model']}-{res['device'].replace(':', '')}-{res['dtype']}.json")
     path.write_text(json.dumps(res, indent=2))

@@ -45,6 +45,23 @@ def tiny_checkpoint(tiny_state, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sam2_state():
+    """Random weights of the small SAM 2 test configuration (``sam2_tiny_test``, 256 x 256 input)."""
+    from napari_sam.model import build_sam, random_state_dict
+
+    return random_state_dict(build_sam("sam2_tiny_test"), seed=2)
+
+
+@pytest.fixture()
+def sam2_model(sam2_state):
+    from napari_sam.model import build_sam
+
+    model = build_sam("sam2_tiny_test")
+    model.load_state_dict(sam2_state)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def rgb_image() -> np.ndarray:
     """A 300 x 400 uint8 RGB picture with a few bright discs on a textured background."""
     rng = np.random.default_rng(0)

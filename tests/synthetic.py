@@ -32,6 +32,21 @@ def discs_image() -> np.ndarray:
     return img
 
 
+def moving_discs(frames: int = 8, shape: tuple[int, int] = (300, 400), seed: int = 0) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8: two coloured discs moving over a noisy background."""
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    rng = np.random.default_rng(seed)
+    sy, sx = shape[0] / 300, shape[1] / 400
+    out = np.empty((frames, *shape, 3), np.uint8)
+    for t in range(frames):
+        img = rng.integers(0, 50, (*shape, 3)).astype(np.uint8)
+        for r, c, rad, colour in [((80 + 5 * t) * sy, (100 + 8 * t) * sx, 40 * sy, (250, 60, 60)),
+                                  ((200 - 4 * t) * sy, (300 - 6 * t) * sx, 50 * sy, (60, 250, 60))]:
+            img[(rr - r) ** 2 + (cc - c) ** 2 < rad**2] = colour
+        out[t] = img
+    return out
+
+
 def disc_maps(shape: tuple[int, int], discs, noise: float = 0.05, seed: int = 0) -> np.ndarray:
     """Decoder-like maps ``(3, H, W)`` float32 of known discs ``[(row, col, radius), ...]``
     (discs may touch; the nearest centre owns a pixel): a foreground probability, the distance

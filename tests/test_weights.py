@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from napari_sam import weights
 from napari_sam.weights import REGISTRY, DownloadCancelled, WeightsInfo, WeightsUnavailableError, fetch
@@ -235,3 +236,34 @@ def test_stamp_write_failure_is_not_fatal(monkeypatch):
     monkeypatch.setattr(Path, "write_text", refuse)
     assert fetch(info) == folder / "sam_test.pth"
     assert files_in(folder) == ["sam_test.pth"]
+
+
+def test_registry_has_sam2_checkpoints():
+    base = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+    expected = {  # the table
+        "sam2.1_hiera_t": ("sam2.1_hiera_tiny.pt", 156_008_466,
+                           "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+        "sam2.1_hiera_s": ("sam2.1_hiera_small.pt", 184_416_285,
+                           "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+        "sam2.1_hiera_b+": ("sam2.1_hiera_base_plus.pt", 323_606_802,
+                            "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+        "sam2.1_hiera_l": ("sam2.1_hiera_large.pt", 898_083_611,
+                           "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
+    }
+    for name, (file, size, sha) in expected.items():
+        info = REGISTRY[name]
+        assert (info.url, info.filename, info.size, info.sha256) == (base + file, file, size, sha)
+        assert (info.group, info.architecture, info.xxh128, info.decoder) == ("SAM 2", name, "", None) and info.summary
+
+
+def test_load_sam2_model(tmp_path, sam2_state, rgb_image, monkeypatch):
+    path = tmp_path / "sam2_tiny.pt"
+    torch.save({"model": sam2_state}, path)  # Meta's file layout
+    predictor = weights.load_model(path, device="cpu")
+    assert predictor.model_name == "sam2_tiny_test"
+    predictor.set_image(rgb_image)
+    assert predictor.predict(points=[[10, 10]]).masks.shape == (3, 300, 400)
+    monkeypatch.setattr(weights, "_check_resolvable", lambda url: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(WeightsUnavailableError, match="sam2.1_hiera_tiny.pt") as err:
+        weights.load_model("sam2.1_hiera_t", device="cpu")
+    assert "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt" in str(err.value)

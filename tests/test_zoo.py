@@ -12,6 +12,7 @@ import torch
 
 from napari_sam import weights, zoo
 from napari_sam.model import build_decoder, build_sam, random_state_dict
+from napari_sam.model.build import MODEL_TYPES
 from napari_sam.weights import REGISTRY, WeightsInfo, WeightsUnavailableError, fetch, hash_of
 from tests.oracles import micro_sam
 from tests.weights_helpers import placed
@@ -46,10 +47,14 @@ def test_groups_summaries_and_file_names():
     assert list(groups)[:1] == ["SAM 1"]
     assert [i.name for i in groups["Light microscopy"]] == ["vit_l_lm", "vit_b_lm", "vit_t_lm"]
     assert [i.name for i in groups["Medical imaging"]] == ["vit_b_medical_imaging"]
+    sam2 = ["sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"]
+    assert [i.name for i in groups["SAM 2"]] == sam2
+    official = ("vit_b", "vit_l", "vit_h", "vit_t", *sam2)
+    assert set(official) <= set(MODEL_TYPES)  # each builds
     names = []
     for info in REGISTRY.values():
         assert info.group in zoo.GROUPS and info.summary, info.name
-        assert info.architecture in ("vit_b", "vit_l", "vit_h", "vit_t"), info.name
+        assert info.architecture in official, info.name
         names += [info.filename] + ([info.decoder.filename] if info.decoder else [])
     assert len(names) == len(set(names))  # no two files share a cache name
     assert REGISTRY["vit_b_em_organelles"].filename == "vit_b_em_organelles.pt"

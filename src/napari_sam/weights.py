@@ -1,7 +1,7 @@
 """Model weights: registry, hash-checked download into a cache, local files.
 
 The registry holds the official SAM checkpoints and the finetunes of :mod:`napari_sam.zoo`
-(micro-sam's microscopy, histopathology and medical models, MobileSAM), each with its group and
+(micro-sam's microscopy, histopathology and medical models, MobileSAM) and SAM 2.1, each with its group and
 a one-line summary for model choosers; most finetunes come with a second file, the decoder for
 automatic instance segmentation (:func:`load_decoder`), which :func:`fetch` downloads too.
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .engine.predictor import Cancelled
+from .zoo import SAM1_SUMMARIES, SAM2_BASE_URL, SAM2_CHECKPOINTS
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CONNECT_TIMEOUT_S = 10.0
@@ -103,9 +104,10 @@ def _zoo_entries() -> dict[str, WeightsInfo]:
 
 
 REGISTRY.update(_zoo_entries())
-for _name, _summary in (("vit_h", "Original SAM, ViT-H (largest)."), ("vit_l", "Original SAM, ViT-L."),
-                        ("vit_b", "Original SAM, ViT-B (smallest of the three).")):
+for _name, _summary in SAM1_SUMMARIES.items():
     REGISTRY[_name] = replace(REGISTRY[_name], architecture=_name, summary=_summary)
+REGISTRY.update({c.name: WeightsInfo(c.name, SAM2_BASE_URL + c.file, c.sha256, c.size, architecture=c.name,
+                                     group="SAM 2", summary=c.summary) for c in SAM2_CHECKPOINTS})
 
 
 def models_by_group() -> dict[str, list[WeightsInfo]]:
@@ -348,7 +350,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto",
     info = REGISTRY.get(str(name_or_path))
     model_type = (info.architecture if info is not None else "") or guess_model_type(state)
     if model_type is None:
-        raise CheckpointError(f"{path.name} does not look like a SAM checkpoint (vit_b, vit_l, vit_h or vit_t)")
+        raise CheckpointError(f"{path.name} does not look like a SAM or SAM 2 checkpoint (vit_b, vit_l, vit_h, "
+                              "vit_t, sam2.1_hiera_t/s/b+/l)")
     model = build_sam(model_type)
     load_checkpoint(model, state, name=path.name)
     if info is not None:

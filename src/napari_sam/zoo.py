@@ -1,4 +1,4 @@
-"""Published finetunes and MobileSAM: the facts :mod:`napari_sam.weights` registers for them.
+"""Published finetunes, MobileSAM and SAM 2.1: the facts :mod:`napari_sam.weights` registers for them.
 
 Sources and hashes as micro-sam 1.8.14 publishes them (``micro_sam/util.py``, ``models()``):
 light- and electron-microscopy models on BioImage.IO's public S3, the others and MobileSAM on
@@ -79,3 +79,28 @@ SAM1_SUMMARIES = {
     "vit_l": "Original SAM, ViT-L.",
     "vit_b": "Original SAM, ViT-B (smallest of the three).",
 }
+
+# SAM 2.1 (Meta's 2024-09-28 release). Meta publishes no checksums: these sha256 values are the
+# ones pinned by several independent projects.
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+
+
+@dataclass(frozen=True)
+class Sam2Checkpoint:
+    name: str  # registry name and model type
+    file: str  # under SAM2_BASE_URL
+    size: int  # bytes
+    sha256: str
+    summary: str
+
+
+SAM2_CHECKPOINTS: tuple[Sam2Checkpoint, ...] = (
+    Sam2Checkpoint("sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", 156_008_466,
+                   "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", "SAM 2.1, Hiera tiny (fastest)."),
+    Sam2Checkpoint("sam2.1_hiera_s", "sam2.1_hiera_small.pt", 184_416_285,
+                   "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", "SAM 2.1, Hiera small."),
+    Sam2Checkpoint("sam2.1_hiera_b+", "sam2.1_hiera_base_plus.pt", 323_606_802,
+                   "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", "SAM 2.1, Hiera base+."),
+    Sam2Checkpoint("sam2.1_hiera_l", "sam2.1_hiera_large.pt", 898_083_611,
+                   "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", "SAM 2.1, Hiera large (best)."),
+)

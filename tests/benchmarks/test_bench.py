@@ -53,6 +53,19 @@ def test_test_image_shape(size):
     assert img.shape == (size, size, 3) and img.dtype.name == "uint8"
 
 
+def test_sam2_bench_runs_against_meta(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", "sam2_tiny_test", "--device", "cpu", "--repeats", "1", "--decode-repeats", "1",
+                       "--track-frames", "3", "--compare-reference", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for who in ("ours", "reference"):
+        assert {"embed_s", "embed_cpu_s", "decode_1024_ms", "track_frame_s", "track_frame_cpu_s",
+                "track_peak_mib"} <= set(res[who])
+    assert res["agreement"]["embedding_rel_err"] < 1e-4 and res["agreement"]["mask_iou_1024"] > 0.999
+    assert res["agreement"]["track_logits_max_abs"] < 1e-3
+    assert "| SAM 2 propagation per frame, 1 object (s) |" in capsys.readouterr().out
+
+
 def test_instance_benchmark_runs(tmp_path, capsys):
     from benchmarks import bench_instances
 

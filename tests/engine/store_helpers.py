@@ -19,7 +19,7 @@ def stored_stack(stack, predictor, tmp_path: Path, name: str = "emb.zarr") -> Pa
 def chunk_file(store: Path, array: str, index: tuple[int, ...]) -> Path:
     """The file of ``array``'s chunk for item ``index`` (zarr v3 default chunk keys; the
     per-item arrays have one chunk along their trailing axes)."""
-    trailing = {"features": 3, "sizes": 1, "done": 0}[array]
+    trailing = {"features": 3, "high_res_0": 3, "high_res_1": 3, "sizes": 1, "done": 0}[array]
     key = "/".join(str(i) for i in (*index, *(0,) * trailing))
     path = store / array / "c" / key
     assert path.is_file(), path

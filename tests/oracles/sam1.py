@@ -2,12 +2,15 @@
 ``benchmarks/ --compare-reference``; a test extra, never a dependency of the package).
 
 The reference imports torchvision for a PIL resize and a PIL conversion (its predictor) and for
-box NMS (its automatic mask generator). PyPI's torchvision wheels do not import beside a
+box NMS (its automatic mask generator); SAM 2's image predictor (``tests/oracles/sam2.py``) for
+``ToTensor``, ``Resize`` and ``Normalize``. PyPI's torchvision wheels do not import beside a
 CPU-only torch, so when the real torchvision is missing :func:`load_reference` installs a small
 stand-in module: ``resize`` and ``to_pil_image`` do what torchvision does for PIL images
 (``PIL.Image.resize(..., BILINEAR)``, ``Image.fromarray``); ``box_area`` and ``batched_nms``
-are textbook greedy NMS per category. ``tests/oracles/test_sam1_stand_in.py`` checks the
-stand-in against the real torchvision where it imports.
+are textbook greedy NMS per category; the three transforms do what torchvision does for
+tensors (scale to 0-1, antialiased bilinear ``interpolate``, subtract and divide).
+``tests/oracles/test_sam1_stand_in.py`` checks the stand-in against the real torchvision where
+it imports.
 """
 
 from __future__ import annotations
@@ -46,6 +49,46 @@ def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
+class _ToTensor:
+    """``torchvision.transforms.ToTensor`` for uint8 ``(H, W, C)`` arrays: ``(C, H, W)`` float in 0-1."""
+
+    def __call__(self, pic) -> torch.Tensor:
+        arr = np.asarray(pic)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        img = torch.from_numpy(arr.transpose((2, 0, 1)).copy()).contiguous()
+        return img.float().div(255) if img.dtype == torch.uint8 else img.float()
+
+
+class _Resize(torch.nn.Module):
+    """``torchvision.transforms.Resize(size)`` of a float ``(C, H, W)`` tensor: antialiased
+    bilinear (torchvision's default for tensors), the tensor itself when it has the size."""
+
+    def __init__(self, size) -> None:
+        super().__init__()
+        self.size = [int(s) for s in size]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if [img.shape[-2], img.shape[-1]] == self.size:
+            return img
+        return torch.nn.functional.interpolate(img[None], size=self.size, mode="bilinear", align_corners=False,
+                                               antialias=True)[0]
+
+
+class _Normalize(torch.nn.Module):
+    """``torchvision.transforms.Normalize(mean, std)`` of a ``(C, H, W)`` tensor."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=img.dtype, device=img.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=img.dtype, device=img.device)[:, None, None]
+        return (img - mean) / std
+
+
 def _install_stand_in() -> None:
     from PIL import Image
 
@@ -60,6 +103,8 @@ def _install_stand_in() -> None:
     mods["torchvision"].transforms = mods["torchvision.transforms"]
     mods["torchvision"].ops = mods["torchvision.ops"]
     mods["torchvision.transforms"].functional = functional
+    for name, cls in (("ToTensor", _ToTensor), ("Resize", _Resize), ("Normalize", _Normalize)):  # SAM 2's image predictor
+        setattr(mods["torchvision.transforms"], name, cls)
     mods["torchvision.ops"].boxes = mods["torchvision.ops.boxes"]
     mods["torchvision"].__stand_in__ = True
     sys.modules.update(mods)
@@ -74,10 +119,8 @@ def real_torchvision_available() -> bool:
     return not getattr(torchvision, "__stand_in__", False)
 
 
-def load_reference():
-    """Import and return ``segment_anything`` (with the torchvision stand-in if needed).
-
-    Raises ``ImportError`` with an install hint when the package is missing."""
+def ensure_torchvision() -> None:
+    """Import the real torchvision, or install the stand-in where it does not import."""
     if "torchvision" not in sys.modules:
         try:
             import torchvision  # noqa: F401
@@ -85,6 +128,13 @@ def load_reference():
             for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
                 del sys.modules[name]  # leftovers of a failed import
             _install_stand_in()
+
+
+def load_reference():
+    """Import and return ``segment_anything`` (with the torchvision stand-in if needed).
+
+    Raises ``ImportError`` with an install hint when the package is missing."""
+    ensure_torchvision()
     try:
         return importlib.import_module("segment_anything")
     except ImportError as exc:

@@ -38,3 +38,16 @@ def test_batched_nms_matches_torchvision():
     idxs = torch.randint(0, 3, (200,), generator=g)
     for thresh in (0.3, 0.7):
         assert torch.equal(reference._batched_nms(boxes, scores, idxs, thresh), batched_nms(boxes, scores, idxs, thresh))
+
+
+@pytest.mark.parametrize("shape", [(300, 400, 3), (1024, 1024, 3), (90, 1200, 3)])
+def test_sam2_transforms_match_torchvision(shape):
+    """SAM 2's image predictor: ToTensor, then a scripted Resize + Normalize."""
+    from torchvision.transforms import Normalize, Resize, ToTensor
+
+    img = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    real = torch.jit.script(torch.nn.Sequential(Resize((256, 256)), Normalize(mean, std)))(ToTensor()(img))
+    ours = torch.jit.script(torch.nn.Sequential(reference._Resize((256, 256)), reference._Normalize(mean, std)))(
+        reference._ToTensor()(img))
+    assert torch.equal(real, ours)

@@ -27,7 +27,7 @@ with *exclusive* max (``mask[r0:r1, c0:c1]`` is the box), both in pixels of the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from .mask_ops import (
     unpack_masks,
     upscale_logits_cropped,
 )
-from .predictor import Cancelled, Embedding, Predictor
+from .predictor import Cancelled, Embedding, Predictor, mask_frame
 from .settings import DEFAULTS
 
 CROP_NMS_THRESH = 0.7
@@ -180,7 +180,7 @@ def _resolve(source, model) -> _Source:
             raise ValueError(f"embedding was computed by {source.model_name!r}, model is {model.model_type!r}")
         if source.model_fingerprint not in (None, model_fingerprint(model)):
             raise ValueError(f"embedding was computed by {source.model_name!r} with other weights than this model's")
-        return _Source(model, replace(source, features=source.features.to(model.device)), None, None)
+        return _Source(model, source.to(model.device), None, None)
     raise TypeError(f"expected a Predictor or an Embedding, got {type(source).__name__}")
 
 
@@ -201,12 +201,14 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
     in_h, in_w = geometry.input_size
     chunk = max(1, _UPSCALE_BYTES // (4 * (in_h * in_w + crop_h * crop_w)))
     out = _Found(tuple(crop))
+    extra = {} if embedding.high_res is None else {"high_res": embedding.high_res}  # SAM 2
+    frame = mask_frame(model, geometry)
 
     for start in range(0, len(points_rc), points_per_batch):
         step()
         xy = points_xy[start:start + points_per_batch]
         labels = torch.ones(len(xy), 1, dtype=torch.int64, device=device)
-        logits, iou = model.decode(embedding.features, (xy[:, None, :], labels), None, None, True)
+        logits, iou = model.decode(embedding.features, (xy[:, None, :], labels), None, None, True, **extra)
         n_out = logits.shape[1]
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
         point_idx = torch.arange(start, start + len(xy), device=device).repeat_interleave(n_out)
@@ -214,7 +216,7 @@ def _process_crop(model, embedding: Embedding, crop, shape, grid, step, *, point
             keep = iou > pred_iou_thresh
             logits, iou, point_idx = logits[keep], iou[keep], point_idx[keep]
         for lo in range(0, len(logits), chunk):
-            full = upscale_logits_cropped(logits[lo:lo + chunk].float(), geometry, model.img_size)
+            full = upscale_logits_cropped(logits[lo:lo + chunk].float(), *frame)
             stability = stability_scores(full, threshold, stability_score_offset)
             masks = full > threshold  # bool: 4x less to copy than the logits when filtering
             del full

@@ -10,12 +10,12 @@ from .predictor import Embedding
 
 
 def embedding_nbytes(embedding: Embedding) -> int:
-    f = embedding.features
-    return f.numel() * f.element_size()
+    return sum(t.numel() * t.element_size() for t in embedding.tensors)
 
 
 class EmbeddingCache:
-    """Least-recently-used embeddings up to ``max_mib`` MiB (one vit embedding is 4 MiB in fp32).
+    """Least-recently-used embeddings up to ``max_mib`` MiB (one vit embedding is 4 MiB in fp32,
+    a SAM 2 one 16 MiB with its high-resolution features).
 
     Keys are any hashable, e.g. ``(image_id, model_name, slice_index)``.
     """

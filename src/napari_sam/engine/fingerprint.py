@@ -1,10 +1,11 @@
 """Model fingerprints: which weights an embedding was computed with (no Qt, no napari).
 
 A fingerprint is an xxh3-128 digest of every parameter and buffer of the model's image encoder
-(names, shapes, dtypes and values) and of the model's own input normalisation buffers: two
-encoders that differ in any weight (a fine-tune, a merged adapter) get different fingerprints,
-while the prompt encoder and mask decoder, which do not change an embedding, are left out.
-Models without an ``image_encoder`` are hashed whole.
+(names, shapes, dtypes and values), of the model's own input normalisation buffers and of the
+submodules a model names in ``embedding_parts`` (SAM 2: the decoder's high-resolution
+projections, part of its embeddings): two encoders that differ in any weight (a fine-tune, a
+merged adapter) get different fingerprints, while the prompt encoder and mask decoder, which do
+not change an embedding, are left out. Models without an ``image_encoder`` are hashed whole.
 
 It names the weights as loaded: :class:`~napari_sam.engine.Predictor` computes it before it
 converts the encoder to another precision (bf16, int8), so embeddings of one checkpoint match
@@ -35,6 +36,8 @@ def _named_state(model: nn.Module) -> list[tuple[str, object]]:
     state = [(f"image_encoder.{k}", v) for k, v in encoder.state_dict().items()]
     state += [(f"image_encoder.{k}", v) for k, v in encoder.named_buffers() if k not in encoder.state_dict()]
     state += list(model.named_buffers(recurse=False))
+    for part in getattr(model, "embedding_parts", ()):
+        state += [(f"{part}.{k}", v) for k, v in model.get_submodule(part).state_dict().items()]
     return sorted(state, key=lambda kv: kv[0])
 
 
@@ -44,6 +47,8 @@ def _key(model: nn.Module) -> tuple:
     encoder = getattr(model, "image_encoder", None)
     encoder = encoder if isinstance(encoder, nn.Module) else model
     tensors = [*encoder.named_parameters(), *encoder.named_buffers(), *model.named_buffers(recurse=False)]
+    tensors += [(f"{p}.{k}", t) for p in getattr(model, "embedding_parts", ()) for k, t in
+                model.get_submodule(p).named_parameters()]
     packed = [id(m._packed_params) for m in encoder.modules() if hasattr(m, "_packed_params")]
     return tuple((name, t.data_ptr(), t._version) for name, t in tensors) + tuple(packed)
 

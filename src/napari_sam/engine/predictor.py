@@ -43,10 +43,12 @@ class Embedding:
     """Image features of one 2D image, ready for decoding.
 
     ``features``: ``(1, 256, 64, 64)`` tensor; ``original_size``: the image's ``(H, W)``;
-    ``input_size``: its resized ``(h, w)`` inside the model's ``S x S`` input;
-    ``model_name``: the model that computed it (features of another model are meaningless);
-    ``model_fingerprint``: its weights (:func:`~napari_sam.engine.fingerprint.model_fingerprint`;
-    None when unknown), so an embedding of other weights of the same model type is refused.
+    ``input_size``: its resized ``(h, w)`` inside the model's ``S x S`` input (SAM 2: ``(S, S)``,
+    the image is stretched); ``model_name``: the model that computed it (features of another
+    model are meaningless); ``model_fingerprint``: its weights
+    (:func:`~napari_sam.engine.fingerprint.model_fingerprint`; None when unknown), so an
+    embedding of other weights of the same model type is refused; ``high_res``: SAM 2's
+    high-resolution features ``(1, 32, 256, 256)`` and ``(1, 64, 128, 128)`` (None for SAM 1).
     """
 
     features: torch.Tensor
@@ -54,10 +56,35 @@ class Embedding:
     input_size: tuple[int, int]
     model_name: str
     model_fingerprint: str | None = None
+    high_res: tuple[torch.Tensor, ...] | None = None
 
     @property
     def geometry(self) -> Geometry:
         return Geometry(self.original_size, self.input_size)
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.features, *(self.high_res or ()))
+
+    def to(self, device: torch.device | str) -> Embedding:
+        """This embedding with its tensors on ``device`` (itself if they are there)."""
+        if all(t.device == torch.device(device) for t in self.tensors):
+            return self
+        high = None if self.high_res is None else tuple(t.to(device) for t in self.high_res)
+        return replace(self, features=self.features.to(device), high_res=high)
+
+
+def is_sam2(model: torch.nn.Module) -> bool:
+    return getattr(model, "family", "sam") == "sam2"
+
+
+def mask_frame(model: torch.nn.Module, geometry: Geometry) -> tuple[Geometry, int]:
+    """Geometry and input size to upscale low-res logits with (:func:`masks_from_logits`): SAM's
+    (upsample to ``S``, crop, resize), or for SAM 2 one resize of the logits to the image size."""
+    if is_sam2(model):
+        g = 4 * model.prompt_encoder.image_embedding_size[0]
+        return Geometry(geometry.original_size, (g, g)), g
+    return geometry, model.img_size
 
 
 @dataclass(frozen=True)
@@ -150,17 +177,25 @@ class Predictor:
         """Embed a 2D image (see :func:`to_rgb_uint8` for accepted input). Heavy: run it in
         a worker. ``cancel()`` is polled between encoder blocks; True raises :class:`Cancelled`."""
         rgb = to_rgb_uint8(image, contrast_limits)
-        geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
-        resized = resize_rgb(rgb, geometry.input_size)
+        geometry, resized = self._model_input(rgb)
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
         poll = cancel_poll(cancel)
         if poll is not None:
             poll()
         try:
-            features = self._embed(x, poll)
+            features, high = self._embed(x, poll)
         finally:
             release_freed_memory()
-        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, self.fingerprint)
+        return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, self.fingerprint,
+                         high)
+
+    def _model_input(self, rgb: np.ndarray) -> tuple[Geometry, np.ndarray]:
+        """The geometry of ``rgb`` in the model and the pixels to give it: SAM's resized to the
+        longest side ``S`` here; SAM 2's as they are (the model resizes them to ``S x S``)."""
+        if is_sam2(self.model):
+            return Geometry(rgb.shape[:2], (self.model.img_size,) * 2), rgb
+        geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
+        return geometry, resize_rgb(rgb, geometry.input_size)
 
     def compute_embeddings(
         self,
@@ -174,9 +209,7 @@ class Predictor:
         faster per image in batches). ``cancel()`` is polled between batches and encoder blocks."""
         prepared = []
         for image in images:
-            rgb = to_rgb_uint8(image, contrast_limits)
-            geometry = Geometry.for_image(*rgb.shape[:2], self.model.img_size)
-            prepared.append((geometry, resize_rgb(rgb, geometry.input_size)))
+            prepared.append(self._model_input(to_rgb_uint8(image, contrast_limits)))
         out: list[Embedding | None] = [None] * len(prepared)
         poll = cancel_poll(cancel)
         for i in range(0, len(prepared), max(1, batch_size)):
@@ -185,32 +218,38 @@ class Predictor:
             chunk = range(i, min(i + max(1, batch_size), len(prepared)))
             by_shape: dict[tuple[int, int], list[int]] = {}
             for j in chunk:
-                by_shape.setdefault(prepared[j][0].input_size, []).append(j)
+                by_shape.setdefault(prepared[j][1].shape[:2], []).append(j)
             for idx in by_shape.values():
                 x = torch.from_numpy(np.stack([prepared[j][1] for j in idx])).to(self.device)
-                features = self._embed(x.permute(0, 3, 1, 2).float(), poll)
-                for j, f in zip(idx, features):
+                features, high = self._embed(x.permute(0, 3, 1, 2).float(), poll)
+                for n, j in enumerate(idx):
                     g = prepared[j][0]
-                    out[j] = Embedding(f[None].clone(), g.original_size, g.input_size, self.model_name,
-                                       self.fingerprint)
+                    hr = None if high is None else tuple(h[n:n + 1].clone() for h in high)
+                    out[j] = Embedding(features[n:n + 1].clone(), g.original_size, g.input_size, self.model_name,
+                                       self.fingerprint, hr)
         release_freed_memory()
         return out  # type: ignore[return-value]
 
-    def _embed(self, x: torch.Tensor, poll: Callable[[], None] | None = None) -> torch.Tensor:
-        """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision.
-        ``poll()`` runs between encoder blocks (this call's own: not seen by other threads)."""
+    def _embed(self, x: torch.Tensor, poll: Callable[[], None] | None = None
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Resized RGB ``(B, 3, h, w)`` -> fp32 features ``(B, 256, G, G)`` at this precision, and
+        SAM 2's high-resolution features (None for SAM). ``poll()`` runs between encoder blocks
+        (this call's own: not seen by other threads)."""
         with torch.no_grad(), encoder_context(self.precision, self.device):
+            if is_sam2(self.model):
+                features, high = self.model.embed(x, poll=poll)
+                return features.float(), tuple(h.float() for h in high)
             if self._encoder is None:
                 features = self.model.embed(x, poll=poll)
             else:
                 features = self._encoder(self.model.preprocess(x))
-        return features.float()
+        return features.float(), None
 
     def set_embedding(self, embedding: Embedding) -> None:
         """Decode on ``embedding`` from now on; one of another model, other weights (see
         :attr:`Embedding.model_fingerprint`), another shape or with non-finite features is refused."""
         embedding = self._require_embedding(embedding)
-        if not torch.isfinite(embedding.features).all():
+        if not all(torch.isfinite(t).all() for t in embedding.tensors):
             raise ValueError("embedding features hold NaN or infinity (a damaged embedding): compute it again")
         self.embedding = embedding
         self.image = None
@@ -273,8 +312,12 @@ class Predictor:
         return self._decode(emb, None, self._boxes_tensor(boxes, emb), None, multimask, squeeze=False)
 
     def _decode(self, emb, pts, boxes, masks, multimask, squeeze) -> Prediction:
-        logits, iou = self.model.decode(emb.features, pts, boxes, masks, multimask)
-        full = masks_from_logits(logits.float(), emb.geometry, self.model.img_size, self.model.mask_threshold)
+        extra = {} if emb.high_res is None else {"high_res": emb.high_res}
+        logits, iou = self.model.decode(emb.features, pts, boxes, masks, multimask, **extra)
+        full = masks_from_logits(logits.float(), *mask_frame(self.model, emb.geometry), self.model.mask_threshold)
+        clamp = getattr(self.model, "logit_clamp", None)  # SAM 2 returns its logits clamped
+        if clamp is not None:
+            logits = logits.clamp(-clamp, clamp)
         out = (full.cpu().numpy(), iou.float().cpu().numpy(), logits.float().cpu().numpy())
         if squeeze:
             out = tuple(a[0] for a in out)
@@ -311,9 +354,9 @@ class Predictor:
             if tuple(embedding.features.shape[1:]) != (256, *g) or embedding.features.shape[0] != 1:
                 raise ValueError(f"embedding features have shape {tuple(embedding.features.shape)}; this model "
                                  f"decodes (1, 256, {g[0]}, {g[1]})")
-            if embedding.features.device != self.device:
-                embedding = replace(embedding, features=embedding.features.to(self.device))
-            return embedding
+            if is_sam2(self.model) and embedding.high_res is None:
+                raise ValueError("a SAM 2 embedding needs its high-resolution features (Embedding.high_res)")
+            return embedding.to(self.device)
         if self.embedding is None:
             raise RuntimeError("no image set: call set_image() or set_embedding() first")
         return self.embedding

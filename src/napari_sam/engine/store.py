@@ -3,6 +3,8 @@
 Layout of a store (a zarr v3 group):
 
 - ``features``: float array ``(*index_shape, 256, g, g)``, one chunk per item (fill NaN);
+- ``high_res_0``, ``high_res_1`` (SAM 2 stores only): its high-resolution features
+  ``(*index_shape, 32, 4g, 4g)`` and ``(*index_shape, 64, 2g, 2g)``, likewise;
 - ``sizes``: int32 ``(*index_shape, 4)``: original ``(H, W)`` and resized input ``(h, w)``;
 - ``done``: bool ``(*index_shape)``, set only after an item's features are written, so an
   interrupted precompute resumes where it stopped;
@@ -172,9 +174,13 @@ class EmbeddingStore:
     def _open_arrays(self) -> dict:
         shape = self.info.index_shape
         try:
-            arrays = {name: self.group[name] for name in ("features", "sizes", "done")}
+            names = ["features", "sizes", "done"]
+            while f"high_res_{len(names) - 3}" in self.group:
+                names.append(f"high_res_{len(names) - 3}")
+            arrays = {name: self.group[name] for name in names}
             ok = (tuple(arrays["done"].shape) == shape and tuple(arrays["sizes"].shape) == (*shape, 4)
-                  and tuple(arrays["features"].shape[: len(shape) + 1]) == (*shape, 256))
+                  and tuple(arrays["features"].shape[: len(shape) + 1]) == (*shape, 256)
+                  and all(tuple(arrays[n].shape[: len(shape)]) == shape for n in names[3:]))
         except Exception as exc:  # noqa: BLE001 (a missing or garbled array)
             raise StoreMismatch(f"{self.path} is damaged (array {exc} cannot be read): {_redo(self.path)}") from None
         if not ok:
@@ -184,11 +190,13 @@ class EmbeddingStore:
 
     @classmethod
     def create(cls, path: str | Path, info: StoreInfo, grid: int = 64, dtype: str = "float32",
-               overwrite: bool = False) -> EmbeddingStore:
+               overwrite: bool = False, high_res: tuple[tuple[int, int], ...] = ()) -> EmbeddingStore:
         """Create a store at ``path``: a path that does not exist, an empty folder, a store whose
         creation was interrupted, or (only with ``overwrite``) an existing store, whose entries
         are then removed. Anything else raises :class:`StoreExists` and is left untouched. The
-        store is built aside and renamed into place when complete (see :mod:`.store_files`)."""
+        store is built aside and renamed into place when complete (see :mod:`.store_files`).
+        ``grid`` and ``high_res`` (``(channels, size)`` per SAM 2 high-resolution level): as
+        :func:`store_layout` gives them for a model."""
         import zarr
         from zarr.codecs import Crc32cCodec, ZstdCodec
 
@@ -206,6 +214,10 @@ class EmbeddingStore:
                                fill_value=0, compressors=checked)
             group.create_array("done", shape=info.index_shape, chunks=(1,) * n, dtype="bool", fill_value=False,
                                compressors=checked)
+            for i, (chans, size) in enumerate(high_res):
+                group.create_array(f"high_res_{i}", shape=(*info.index_shape, chans, size, size),
+                                   chunks=(1,) * n + (chans, size, size), dtype=dtype, fill_value=float("nan"),
+                                   compressors=checked)
             if kind in ("store", "damaged", "interrupted"):
                 store_files.remove_store_entries(path)
             store_files.move_into_place(built, path)
@@ -292,14 +304,18 @@ class EmbeddingStore:
         try:
             features = np.asarray(self._arrays["features"][index], dtype=np.float32)
             h, w, ih, iw = (int(v) for v in self._arrays["sizes"][index])
+            high = [np.asarray(self._arrays[name][index], dtype=np.float32) for name in self._high_res_names()]
         except Exception as exc:  # noqa: BLE001 (checksum, decompression, truncated chunk ...)
             return None, f"unreadable: {exc}"
-        if not np.isfinite(features).all():
+        if not (np.isfinite(features).all() and all(np.isfinite(a).all() for a in high)):
             return None, "features never written or not finite"
         if (h, w) != tuple(self._window(index)) or min(ih, iw) < 1:
             return None, f"sizes {(h, w, ih, iw)} do not fit its window"
         return Embedding(torch.from_numpy(features)[None], (h, w), (ih, iw), self.info.model,
-                         self.info.model_fingerprint), ""
+                         self.info.model_fingerprint, tuple(torch.from_numpy(a)[None] for a in high) or None), ""
+
+    def _high_res_names(self) -> list[str]:
+        return [name for name in self._arrays if name.startswith("high_res_")]
 
     def get(self, index: tuple[int, ...]) -> Embedding | None:
         """The entry's embedding; None if it is missing or damaged (warned once, see above)."""
@@ -317,7 +333,22 @@ class EmbeddingStore:
         want = tuple(self._arrays["features"].shape[len(index):])
         if features.shape != want:
             raise ValueError(f"embedding features {features.shape} do not fit this store's {want}")
+        names, high = self._high_res_names(), embedding.high_res or ()
+        if len(names) != len(high):
+            raise ValueError(f"the embedding has {len(high)} high-resolution feature levels, this store holds "
+                             f"{len(names)}: it was made for another model family")
+        for name, tensor in zip(names, high):
+            self._arrays[name][index] = tensor[0].detach().float().cpu().numpy()
         self._arrays["features"][index] = features
         self._arrays["sizes"][index] = np.array([*embedding.original_size, *embedding.input_size], np.int32)
         self._arrays["done"][index] = True  # last: an interrupted write is recomputed
         self._reported.discard(index)
+
+
+def store_layout(model: torch.nn.Module) -> dict:
+    """``grid`` and ``high_res`` of :meth:`EmbeddingStore.create` for ``model``'s embeddings."""
+    g = model.prompt_encoder.image_embedding_size[0]
+    if getattr(model, "family", "sam") == "sam2":
+        return {"grid": g, "high_res": ((model.mask_decoder.conv_s0.out_channels, 4 * g),
+                                        (model.mask_decoder.conv_s1.out_channels, 2 * g))}
+    return {"grid": g}

@@ -31,7 +31,7 @@ from .cache import EmbeddingCache
 from .fingerprint import model_fingerprint
 from .predictor import Embedding, Prediction, Predictor
 from .preprocess import estimate_limits
-from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature
+from .store import EmbeddingStore, Normalisation, StoreInfo, image_signature, store_layout
 from .tiling import TileLayout, choose_layout, prompt_extent
 
 
@@ -130,7 +130,8 @@ class VolumeEmbeddings:
         with self._store_lock:
             kind = store_files.path_kind(path) if create else None
             if create and (overwrite or kind in ("missing", "empty", "interrupted")):
-                self.store = EmbeddingStore.create(path, self.store_info(), overwrite=overwrite)
+                self.store = EmbeddingStore.create(path, self.store_info(), overwrite=overwrite,
+                                                   **store_layout(self.predictor.model))
                 return self.store
             if kind == "foreign":
                 store_files.check_creatable(path)  # raises, saying what is there

@@ -1,7 +1,8 @@
-"""Pure PyTorch Segment Anything (no NumPy UI, no Qt).
+"""Pure PyTorch Segment Anything and SAM 2 (no NumPy UI, no Qt).
 
 ``build_sam(model_type, checkpoint=None)`` builds ``vit_b``/``vit_l``/``vit_h``, MobileSAM's
-``vit_t`` (or a small test configuration) and loads official checkpoints unchanged;
+``vit_t``, SAM 2.1's ``sam2.1_hiera_t``/``_s``/``_b+``/``_l`` (or a small test configuration)
+and loads official checkpoints unchanged;
 ``build_decoder(state)`` builds micro-sam's instance-segmentation decoder.
 """
 
@@ -16,6 +17,7 @@ from .build import (
     read_state_dict,
 )
 from .sam import Sam
+from .sam2 import SAM2_CONFIGS, Sam2
 from .tiny_vit import TinyViT
 from .unetr import InstanceDecoder, build_decoder
 
@@ -24,3 +26,4 @@ __all__ = [
     "load_checkpoint", "random_state_dict", "read_state_dict",
 ]
 __all__ += ["InstanceDecoder", "TinyViT", "build_decoder"]
+__all__ += ["SAM2_CONFIGS", "Sam2"]

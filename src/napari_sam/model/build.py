@@ -12,6 +12,7 @@ from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .sam2 import SAM2_CONFIGS, Sam2
 from .tiny_vit import TINY_CONFIGS, TinyViT
 
 
@@ -35,17 +36,24 @@ CONFIGS: dict[str, EncoderConfig] = {
     "vit_tiny_test_256": EncoderConfig(32, 2, 2, (1,), img_size=256),
 }
 OFFICIAL = ("vit_b", "vit_l", "vit_h")
-MODEL_TYPES = (*CONFIGS, *TINY_CONFIGS)  # ViT configurations, then TinyViT ones (``vit_t``: MobileSAM)
+MODEL_TYPES = (*CONFIGS, *TINY_CONFIGS, *SAM2_CONFIGS)  # ViT, TinyViT (``vit_t``: MobileSAM), SAM 2.1
 
 
-def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam:
-    """Build SAM of ``model_type`` (see :data:`CONFIGS`); random init when ``checkpoint`` is None.
+def build_sam(model_type: str, checkpoint: str | Path | None = None) -> Sam | Sam2:
+    """Build SAM of ``model_type`` (see :data:`MODEL_TYPES`; SAM 2: :data:`SAM2_CONFIGS`); random
+    init when ``checkpoint`` is None.
 
-    The checkpoint is an official state dict (``sam_vit_b_01ec64.pth`` ...), loaded on the
-    CPU with ``weights_only=True`` and strict key matching. The model is returned in eval mode.
+    The checkpoint is an official file (``sam_vit_b_01ec64.pth``, Meta's ``{"model": state_dict}``
+    ``sam2.1_hiera_tiny.pt`` ...), loaded on the CPU with ``weights_only=True`` and strict key
+    matching. The model is returned in eval mode.
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    if model_type in SAM2_CONFIGS:
+        model = Sam2(SAM2_CONFIGS[model_type], model_type)
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
+        return model.eval()
     if model_type in TINY_CONFIGS:
         encoder = TinyViT(TINY_CONFIGS[model_type])
     else:
@@ -71,7 +79,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def guess_model_type(state: dict[str, torch.Tensor]) -> str | None:
-    """The configuration whose encoder width and depth match ``state``, if any."""
+    """The configuration whose encoder width and depth match ``state``, if any (SAM 2: the
+    trunk's; the first such configuration, an official one before test ones of other input
+    sizes, which have the same weights)."""
+    trunk = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if trunk is not None:
+        depth = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+        return next((name for name, cfg in SAM2_CONFIGS.items()
+                     if cfg.embed_dim == trunk.shape[0] and sum(cfg.stages) == depth), None)
     stem = state.get("image_encoder.patch_embed.seq.0.c.weight")
     if stem is not None:  # TinyViT: the stem's width tells the configurations apart
         return next((name for name, cfg in TINY_CONFIGS.items() if cfg.dims[0] // 2 == stem.shape[0]), None)
@@ -87,7 +102,7 @@ def guess_model_type(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def load_checkpoint(model: Sam, checkpoint: str | Path | dict[str, torch.Tensor], name: str | None = None) -> None:
+def load_checkpoint(model: Sam | Sam2, checkpoint: str | Path | dict[str, torch.Tensor], name: str | None = None) -> None:
     """Load a checkpoint file (or its state dict) into ``model`` strictly; explain
     mismatches in the error (``name`` labels a state dict in messages)."""
     if isinstance(checkpoint, dict):
@@ -104,13 +119,19 @@ def load_checkpoint(model: Sam, checkpoint: str | Path | dict[str, torch.Tensor]
     model.load_state_dict(state, strict=True)
 
 
-def random_state_dict(model: Sam, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic random weights for every parameter and buffer of ``model``.
+OBJECT_PRESENT_BIAS = 1.0  # see random_state_dict
+
+
+def random_state_dict(model: Sam | Sam2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for every parameter and buffer of ``model`` (SAM or SAM 2).
 
     Uses NumPy's generator so the values are the same on every platform and torch version.
     Matrices get fan-in scaled noise (unit-scale activations), norm scales are drawn around
-    1, biases and the absolute position embedding are small. Used by tests and benchmarks:
-    no official weights are needed.
+    1, biases and the absolute position embeddings are small. SAM 2's object-score head gets
+    the bias :data:`OBJECT_PRESENT_BIAS` (its random output is otherwise within a few tenths
+    of 0, half the time "absent", which blanks every tracked mask): prompted objects are then
+    present, as a trained model finds them. Used by tests and benchmarks: no official weights
+    are needed.
     """
     import numpy as np
 
@@ -140,4 +161,7 @@ def random_state_dict(model: Sam, seed: int = 0) -> dict[str, torch.Tensor]:
         else:
             arr *= 0.02
         out[key] = torch.from_numpy(arr)
+    key = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
+    if key in out:
+        out[key] = out[key] + OBJECT_PRESENT_BIAS
     return out

@@ -39,17 +39,19 @@ class FeedForward(nn.Module):
 
 
 class StackedLinear(nn.Module):
-    """``depth`` linear layers with ReLU between them (state-dict names ``layers.i``)."""
+    """``depth`` linear layers with an activation between them (ReLU unless ``act`` is given;
+    state-dict names ``layers.i``)."""
 
-    def __init__(self, dim_in: int, hidden: int, dim_out: int, depth: int) -> None:
+    def __init__(self, dim_in: int, hidden: int, dim_out: int, depth: int, act=torch.relu) -> None:
         super().__init__()
         dims = [dim_in] + [hidden] * (depth - 1) + [dim_out]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = torch.relu(x)
+                x = self.act(x)
         return x

@@ -104,16 +104,18 @@ class TokenAttention(nn.Module):
 
 
 class TwoWayBlock(nn.Module):
-    """Token self-attention, token->image attention, token MLP, image->token attention."""
+    """Token self-attention, token->image attention, token MLP, image->token attention.
+    ``stacked_mlp``: the MLP's state-dict names are SAM 2's ``layers.0/1`` (SAM 1: ``lin1/lin2``)."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, downsample: int, first: bool) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, downsample: int, first: bool,
+                 stacked_mlp: bool = False) -> None:
         super().__init__()
         self.first = first
         self.self_attn = TokenAttention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn_token_to_image = TokenAttention(dim, heads, downsample)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = FeedForward(dim, mlp_dim, act=nn.ReLU)
+        self.mlp = StackedLinear(dim, mlp_dim, dim, 2) if stacked_mlp else FeedForward(dim, mlp_dim, act=nn.ReLU)
         self.norm3 = nn.LayerNorm(dim)
         self.norm4 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = TokenAttention(dim, heads, downsample)
@@ -134,10 +136,11 @@ class TwoWayBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    def __init__(self, dim: int = 256, depth: int = 2, heads: int = 8, mlp_dim: int = 2048, downsample: int = 2):
+    def __init__(self, dim: int = 256, depth: int = 2, heads: int = 8, mlp_dim: int = 2048, downsample: int = 2,
+                 stacked_mlp: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(dim, heads, mlp_dim, downsample, first=(i == 0)) for i in range(depth)
+            TwoWayBlock(dim, heads, mlp_dim, downsample, first=(i == 0), stacked_mlp=stacked_mlp) for i in range(depth)
         )
         self.final_attn_token_to_image = TokenAttention(dim, heads, downsample)
         self.norm_final_attn = nn.LayerNorm(dim)
@@ -158,10 +161,10 @@ class MaskDecoder(nn.Module):
     """Prompts decoded together on a CPU: the per-prompt image tokens (4 MB each) of a chunk stay
     in cache (64 prompts in chunks of 8: 27 % faster than in one batch)."""
 
-    def __init__(self, dim: int = 256, num_multimask: int = 3, iou_hidden: int = 256) -> None:
+    def __init__(self, dim: int = 256, num_multimask: int = 3, iou_hidden: int = 256, stacked_mlp: bool = False) -> None:
         super().__init__()
         self.num_mask_tokens = num_multimask + 1
-        self.transformer = TwoWayTransformer(dim)
+        self.transformer = TwoWayTransformer(dim, stacked_mlp=stacked_mlp)
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
         self.output_upscaling = nn.Sequential(
@@ -212,9 +215,12 @@ class MaskDecoder(nn.Module):
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in mlps], dim=1)
         return self.upscale_masks(src, hyper, h, w), self.iou_prediction_head(iou_out)[:, keep]
 
-    def upscale_masks(self, image: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def upscale_masks(self, image: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
+                      skips: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Image tokens ``(B, h*w, D)`` and hypernetwork outputs ``(B, M, D/8)`` -> mask logits
-        ``(B, M, 4h, 4w)``.
+        ``(B, M, 4h, 4w)``. ``skips`` (SAM 2's high-resolution features, in the block order
+        below: ``(h*w*4, D/4)`` and ``(h*w*16, D/8)``) are added after each transposed
+        convolution, before its normalisation / activation.
 
         ``output_upscaling`` (two stride-2, kernel-2 transposed convolutions) is evaluated as
         matrix products in channels-last layout: the kernels do not overlap, so each input pixel
@@ -230,9 +236,12 @@ class MaskDecoder(nn.Module):
         b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
 
         def masks_of(x: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:  # (P, h*w, D), (P, M, D/8)
-            y = torch.addmm(b1, x.reshape(-1, x.shape[-1]), w1).view(-1, c1)    # (P*h*w*4, c1)
-            y = act1(nn.functional.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-            y = act2(torch.addmm(b2, y, w2)).view(len(x), -1, c2)               # (P, h*w*16, c2)
+            y = torch.addmm(b1, x.reshape(-1, x.shape[-1]), w1).view(len(x), -1, c1)  # (P, h*w*4, c1)
+            if skips is not None:
+                y = y + skips[0]
+            y = act1(nn.functional.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps)).view(-1, c1)
+            y = torch.addmm(b2, y, w2).view(len(x), -1, c2)                       # (P, h*w*16, c2)
+            y = act2(y if skips is None else y + skips[1])
             return (hy @ y.transpose(1, 2)).view(*hy.shape[:2], h, w, 2, 2, 2, 2)  # (P, M, i, j, a, b, a', b')
 
         if image.device.type == "cpu":

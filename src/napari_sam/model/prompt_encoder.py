@@ -67,6 +67,11 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, dim)
 
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """Size of the low-res mask prompt, ``(4G, 4G)``."""
+        return 4 * self.image_embedding_size[0], 4 * self.image_embedding_size[1]
+
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image-embedding grid, ``(1, D, G, G)``, in channels-last
         memory (the decoder reads it as ``G*G`` tokens of ``D`` values). Computed once, again
@@ -79,15 +84,16 @@ class PromptEncoder(nn.Module):
         return self._dense_pe[1]
 
     def embed_points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        """``xy (B, N, 2)``, ``labels (B, N)`` -> ``(B, N (+1 if pad), D)``."""
+        """``xy (B, N, 2)``, ``labels (B, N)`` -> ``(B, N (+1 if pad), D)``. Labels 2 and 3 (box
+        corners given as points, as SAM 2 takes boxes) get the corner embeddings."""
         if pad:
             xy = torch.cat([xy, xy.new_zeros(xy.shape[0], 1, 2)], dim=1)
             labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), -1)], dim=1)
         emb = self.pe_layer.pixels(xy + 0.5, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
-        emb = emb + torch.where(labels == 0, self.point_embeddings[0].weight, 0.0)
-        emb = emb + torch.where(labels == 1, self.point_embeddings[1].weight, 0.0)
+        for kind, table in enumerate(self.point_embeddings):
+            emb = emb + torch.where(labels == kind, table.weight, 0.0)
         return emb
 
     def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
