@@ -160,7 +160,7 @@ def test_cancel_mid_track_leaves_committed_labels_untouched(ready_cells, prompts
     s.track(direction="forward", objects=[1])
     assert "cancelled" in s.status_text
     assert np.array_equal(labels, before)
-    assert s.tracked_planes() == [2, 3]  # what was tracked before Cancel is kept 
+    assert s.tracked_planes() == [2, 3]  # what was tracked before Cancel is kept
 
 
 def test_a_track_ends_where_the_object_left(ready_cells, prompts):
