@@ -149,8 +149,10 @@ class TrackingCommands:
         runs = {"forward": [Run(first, False)], "backward": [Run(last, True)],
                 "both": [Run(first, False), Run(first, True)]}[direction]
         self.current_track = track
+        redrawn = bool(self.object.candidates or self.object.planes)  # then reset_object redraws
         self.reset_object(clear_prompts=False)  # its candidate is now the track's keyframe
-        self.events.object_planes.emit(())  # the view draws the track
+        if not redrawn:
+            self.events.object_planes.emit(())  # the view draws the track
         n = len(track.objects)
         return self.run_job(TrackJob(track, prompts, runs, fresh=True),
                             f"tracking {n} object{'s' if n > 1 else ''} {direction}…")

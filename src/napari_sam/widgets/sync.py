@@ -87,6 +87,7 @@ class LayerSync:
         ev.prompts_restored.connect(self._restore_prompts)
         ev.polarity.connect(self._polarity)
         ev.new_labels.connect(self._new_labels)
+        ev.model.connect(self._prepare_propagated)
         session.labels.make_target = self._make_target
 
     def keys(self) -> dict:
@@ -228,6 +229,21 @@ class LayerSync:
             with self.quiet():
                 L.choose_candidate(self.cand, self.session.object.candidates, index)
 
+    def _prepare_propagated(self) -> None:
+        """A SAM 2 model on a stack: make the layer that shows tracks now, not when tracking starts."""
+        model, planes = self.session.model, self.session.planes
+        if model is not None and model.kind == "sam2" and planes is not None and planes.through_axis() is not None:
+            self._propagated_layer(self.session.image.labels_shape)
+
+    def _propagated_layer(self, shape):
+        if not self._ours(self.prop) or self.prop.data.shape != shape:
+            if self.image is None:
+                return None
+            self.prop = L.make_propagated(self.image, shape)
+            L.bind_keys(self.prop, self.keys())
+            self._insert(self.prop, self._candidate_slot())
+        return self.prop
+
     def _object_planes(self, changed) -> None:
         """Draw the object's masks on other planes (a propagation's, a track's) on the planes
         ``changed`` (labels indices; ``()``: all of them again)."""
@@ -235,13 +251,9 @@ class LayerSync:
         if self.image is None or shape is None:
             return
         ats = tuple(changed) or tuple(self.session.shown_planes())
-        if not self._ours(self.prop) or self.prop.data.shape != shape:
-            if not ats:
-                return
-            self.prop = L.make_propagated(self.image, shape)
-            L.bind_keys(self.prop, self.keys())
-            self._insert(self.prop, self._candidate_slot())
-        data = self.prop.data
+        if (not self._ours(self.prop) or self.prop.data.shape != shape) and not ats:
+            return
+        data = self._propagated_layer(shape).data
         if not changed and data.any():
             data[...] = 0
         for at in ats:
