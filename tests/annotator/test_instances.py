@@ -12,6 +12,8 @@ from napari_sam.annotator import ImageSource, Session, SyncExecutor
 from napari_sam.annotator import instances as job_module
 from napari_sam.engine import instance_defaults, segment_instances
 
+from .helpers import make_ready
+
 
 @pytest.fixture()
 def results(session):
@@ -23,19 +25,14 @@ def results(session):
 @pytest.fixture()
 def ais(session, rgb_image, decoder_checkpoint):
     """The discs picture with the decoder model loaded and embedded."""
-    session.set_image(ImageSource(rgb_image, rgb=True, name="discs"))
-    session.load_model(str(decoder_checkpoint), device="cpu")
-    assert session.embedding is not None and session.model.decoder is not None, session.status_text
+    make_ready(session, ImageSource(rgb_image, rgb=True, name="discs"), decoder_checkpoint)
+    assert session.model.decoder is not None
     return session
 
 
 @pytest.fixture()
 def ais_stack(session, stack, decoder_checkpoint):
-    session.set_image(ImageSource(stack, name="stack"))
-    session.set_position((2,))
-    session.load_model(str(decoder_checkpoint), device="cpu")
-    assert session.embedding is not None, session.status_text
-    return session
+    return make_ready(session, ImageSource(stack, name="stack"), decoder_checkpoint, (2,))
 
 
 def test_plane_matches_segment_instances_and_commits_are_untouched(ais, prompts, results, count_embeddings):
@@ -81,9 +78,9 @@ def test_bad_values_and_scopes_are_named(ais, results):
     with pytest.raises(ValueError, match="scope must be 'plane'.*or 'stack'.*got 'volume'"):
         ais.segment_instances("volume")
     assert not ais.segment_instances("stack") and "needs a stack" in ais.status_text  # a 2D picture
-    assert ais.segment_instances(foreground_threshold=1.5)  # checked by segment_instances before decoding
-    assert "failed" in ais.status_text and "foreground_threshold must lie in 0..1" in ais.status_text
-    assert not results
+    with pytest.raises(ValueError, match="foreground_threshold must lie in 0..1"):
+        ais.segment_instances(foreground_threshold=1.5)  # before anything starts
+    assert not results and not ais.busy
 
 
 def test_stack_is_segmented_plane_by_plane_and_merged(ais_stack, results, stack):

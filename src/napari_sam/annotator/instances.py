@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import instance_defaults, segment_instances
+from ..engine import checked_instance_params, segment_instances
 from .history import plane_index
 from .jobs import Job, JobRefused
 
@@ -50,13 +50,13 @@ def find_decoder(name_or_path, device=None, progress=None, cancel=None):
 
 def instance_params(decoder, settings: dict, overrides: dict) -> dict:
     """``segment_instances`` keywords: the model's defaults, then ``settings`` (the panel's;
-    None: the default), then ``overrides``. Unknown names raise ``TypeError``."""
+    None: the default), then ``overrides``. Unknown names raise ``TypeError``, values out of
+    range ``ValueError`` (both naming the parameter)."""
     unknown = sorted(set(settings) - set(PARAMS)) + sorted(set(overrides) - set(PARAMS))
     if unknown:
         raise TypeError(f"unknown automatic-instances parameter(s) {', '.join(unknown)}; accepted: {', '.join(PARAMS)}")
-    params = instance_defaults(getattr(decoder, "model_name", None))
-    params.update({k: v for k, v in {**settings, **overrides}.items() if v is not None})
-    return params
+    given = {k: v for k, v in settings.items() if v is not None}
+    return checked_instance_params(getattr(decoder, "model_name", None), {**given, **overrides})
 
 
 def check_scope(scope: str) -> str:

@@ -63,8 +63,11 @@ def load_decoder(name_or_path: str | os.PathLike, progress: Callable[[int, int],
     return load(name_or_path, progress=progress, cancel=cancel)
 
 
-def _params(decoder: InstanceDecoder, given: dict) -> dict:
-    params = instance_defaults(getattr(decoder, "model_name", None))
+def checked_instance_params(model_name: str | None, given: dict) -> dict:
+    """:func:`instance_defaults` of ``model_name`` updated with the values of ``given`` that are
+    not None, each checked (``ValueError`` naming a bad one and its range), as
+    :func:`segment_instances` takes them (cheap: for callers to check before starting work)."""
+    params = instance_defaults(model_name)
     params.update({k: v for k, v in given.items() if v is not None})
     for name in ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold"):
         if not 0.0 <= float(params[name]) <= 1.0:
@@ -108,7 +111,7 @@ def segment_instances(
     volume (stack planes) by overlap; False keeps each plane's objects apart (ids stay unique)."""
     if not isinstance(decoder, InstanceDecoder):
         decoder = load_decoder(decoder)
-    params = _params(decoder, dict(
+    params = checked_instance_params(getattr(decoder, "model_name", None), dict(
         center_distance_threshold=center_distance_threshold, boundary_distance_threshold=boundary_distance_threshold,
         foreground_threshold=foreground_threshold, foreground_smoothing=foreground_smoothing,
         distance_smoothing=distance_smoothing, min_size=min_size))
