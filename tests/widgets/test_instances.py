@@ -139,3 +139,15 @@ def test_stack_scope_in_the_widget(viewer, widget, stack, decoder_checkpoint):
     assert all(layer.data[z].any() for z in range(5)) and "merged across planes" in w.status_text
     with pytest.raises(ValueError, match="scope"):
         w.segment_instances("everything")
+
+
+def test_cancel_in_the_widget_leaves_no_layer(viewer, widget, stack, decoder_checkpoint):
+    w = widget
+    viewer.add_image(stack, name="stack")
+    w.load_model(str(decoder_checkpoint), device="cpu")
+    assert w.wait_idle(60) and not w.ui.cancel.isEnabled()
+    assert w.segment_instances("stack")
+    assert w.ui.cancel.isEnabled()  # exactly while the job runs
+    w.ui.cancel.click()
+    assert w.wait_idle(60) and not w.ui.cancel.isEnabled()
+    assert not with_role(viewer, "instances") and "cancelled" in w.status_text
