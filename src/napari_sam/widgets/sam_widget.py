@@ -17,7 +17,9 @@ from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..annotator import Session
 from .choosers import Choosers
+from .compat import SessionPlanes
 from .executor import NapariExecutor
+from .instances_view import InstancesView
 from .links import Links
 from .panel_view import PanelView
 from .sync import LayerSync
@@ -27,7 +29,7 @@ from .ui import build_panel
 class SamWidget(QWidget):
     """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
     :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
-    :meth:`export_labels`, :meth:`segment_everything`, :meth:`propagate`,
+    :meth:`export_labels`, :meth:`segment_everything`, :meth:`segment_instances`, :meth:`propagate`,
     :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for everything else."""
 
     def __init__(self, napari_viewer) -> None:
@@ -42,6 +44,7 @@ class SamWidget(QWidget):
         self.sync = LayerSync(self.viewer, self.session, self.links)
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
         self.panel = PanelView(self.ui, self.session)
+        self.instances = InstancesView(self.ui.instances, self.session, self.viewer, self.sync, self.links)
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()
@@ -74,10 +77,11 @@ class SamWidget(QWidget):
         ui.polarity.toggled.connect(lambda on: s.set_polarity(not on))
         for k, button in enumerate(ui.choose):
             button.clicked.connect(lambda _=False, k=k: self.select_candidate(k))
-        for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through):
+        for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through, ui.instances.scope):
             combo.activated.connect(lambda _: self.links.defer(self.refocus))
         for button in [*ui.choose, ui.load, ui.cancel, ui.commit, ui.clear, ui.undo, ui.redo, ui.propagate,
-                       ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite]:
+                       ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite,
+                       ui.instances.run, ui.instances.toggle]:
             button.clicked.connect(lambda *_: self.links.defer(self.refocus))  # Qt gives a click's focus to the window
 
     def _focus_changed(self, old, new) -> None:
@@ -127,7 +131,7 @@ class SamWidget(QWidget):
     current_key = property(lambda self: self.session.current_key)
     image_shape = property(lambda self: self.session.image.plane_shape if self.session.image else None)
     labels_shape = property(lambda self: self.session.image.labels_shape if self.session.image else None)
-    planes = property(lambda self: _Planes(self.session), doc="Issue 5's ``w.planes.axes.set_*`` (the session).")
+    planes = property(lambda self: SessionPlanes(self.session), doc="Issue 5's ``w.planes.axes.set_*`` (the session).")
 
     def set_image(self, layer: Image | None) -> None:
         """Segment ``layer`` (an Image layer; None: none)."""
@@ -190,6 +194,11 @@ class SamWidget(QWidget):
         self.session.settings.everything = self.session.settings.everything.with_values(**self.ui.everything.values())
         return self.session.segment_everything(**params)
 
+    def segment_instances(self, scope: str = "plane", **params) -> bool:
+        """Automatic instances (the model's decoder) on the plane on screen or the whole ``"stack"``
+        into a new ``SAM instances`` labels layer (background; ``params`` override the panel's)."""
+        return self.instances.run(scope, **params)
+
     def open_embedding_store(self, path) -> bool:
         """Reuse embeddings precomputed by ``napari-sam embed`` (a zarr store) for the image, with
         the store's contrast limits; one made for other pixels or model is refused with a message."""
@@ -237,12 +246,3 @@ class SamWidget(QWidget):
         self.executor.close()
         super().closeEvent(event)
 
-
-class _Planes:
-    """What scripts of issue 5 reach through ``w.planes`` (``w.planes.axes.set_channel`` ...)."""
-
-    def __init__(self, session: Session) -> None:
-        self.axes = self.session = session
-
-    def __getattr__(self, name):
-        return getattr(self.session, name)
