@@ -26,7 +26,9 @@ def test_chooser_groups_models_as_the_registry_does(widget):
     groups = weights.models_by_group()
     assert model_list.headings(combo) == [*groups, model_list.FILES_GROUP]
     assert model_list.model_names(combo) == [info.name for infos in groups.values() for info in infos]
-    assert "SAM 2" not in groups and "SAM 2" not in model_list.headings(combo)  # no SAM 2 model registered here
+    sam2 = combo.findData("sam2.1_hiera_t")  # SAM 2.1 models: their own group, after SAM 1, with their sizes
+    assert model_list.headings(combo).index("SAM 1") < model_list.headings(combo).index("SAM 2")
+    assert combo.itemText(combo.findText("SAM 2") + 1) == combo.itemText(sam2) and "156 MB" in combo.itemText(sam2)
     for i in range(combo.count()):
         if combo.itemData(i) == "":  # a heading: cannot be chosen
             assert not combo.model().item(i).isEnabled() and not combo.model().item(i).isSelectable()
@@ -43,6 +45,11 @@ def test_chooser_groups_models_as_the_registry_does(widget):
 
 
 def test_a_new_group_appears_from_the_registry_alone(monkeypatch):
+    for name in [n for n, info in weights.REGISTRY.items() if info.group == "SAM 2"]:
+        monkeypatch.delitem(weights.REGISTRY, name)
+    combo = QComboBox()
+    model_list.fill_models(combo)
+    assert "SAM 2" not in model_list.headings(combo)  # a group with no model is absent
     fake = replace(weights.REGISTRY["vit_b"], name="sam2_fake", group="SAM 2", summary="A SAM 2 stand-in.")
     monkeypatch.setitem(weights.REGISTRY, "sam2_fake", fake)
     combo = QComboBox()
