@@ -44,19 +44,23 @@ def test_chooser_groups_models_as_the_registry_does(widget):
     assert "decoder" not in widget.ui.model_info.full_text()
 
 
-def test_a_new_group_appears_from_the_registry_alone(monkeypatch):
-    for name in [n for n, info in weights.REGISTRY.items() if info.group == "SAM 2"]:
-        monkeypatch.delitem(weights.REGISTRY, name)
-    combo = QComboBox()
-    model_list.fill_models(combo)
-    assert "SAM 2" not in model_list.headings(combo)  # a group with no model is absent
-    fake = replace(weights.REGISTRY["vit_b"], name="sam2_fake", group="SAM 2", summary="A SAM 2 stand-in.")
-    monkeypatch.setitem(weights.REGISTRY, "sam2_fake", fake)
-    combo = QComboBox()
-    model_list.fill_models(combo)
-    headings = model_list.headings(combo)
-    assert headings.index("SAM 1") < headings.index("SAM 2") < headings.index("Light microscopy")
-    assert combo.itemData(combo.findText("SAM 2") + 1) == "sam2_fake"
+def test_a_new_group_appears_from_the_registry_alone():
+    saved = dict(weights.REGISTRY)  # restored in its order (the chooser lists models in registry order)
+    try:
+        for name in [n for n, info in saved.items() if info.group == "SAM 2"]:
+            del weights.REGISTRY[name]
+        combo = QComboBox()
+        model_list.fill_models(combo)
+        assert "SAM 2" not in model_list.headings(combo)  # a group with no model is absent
+        weights.REGISTRY["sam2_fake"] = replace(saved["vit_b"], name="sam2_fake", group="SAM 2", summary="A SAM 2 stand-in.")
+        combo = QComboBox()
+        model_list.fill_models(combo)
+        headings = model_list.headings(combo)
+        assert headings.index("SAM 1") < headings.index("SAM 2") < headings.index("Light microscopy")
+        assert combo.itemData(combo.findText("SAM 2") + 1) == "sam2_fake"
+    finally:
+        weights.REGISTRY.clear()
+        weights.REGISTRY.update(saved)
 
 
 def test_the_decoder_size_is_the_decoders():
