@@ -62,6 +62,20 @@ def sam2_model(sam2_state):
 
 
 @pytest.fixture(scope="session")
+def decoder_checkpoint(tmp_path_factory) -> Path:
+    """A micro-sam style export with an instance decoder (small random weights, 256 px input):
+    ``{"model_state", "decoder_state"}``; the decoder's bias makes foreground everywhere and
+    puts both distances near their thresholds, so it finds many (small) objects."""
+    from napari_sam.model import build_decoder, build_sam, random_state_dict
+
+    path = tmp_path_factory.mktemp("ais") / "my_finetune.pt"
+    decoder = random_state_dict(build_decoder(upsampler="transpose"), seed=4)
+    decoder["out_conv.bias"] = torch.tensor([3.0, -0.4, -0.3])
+    torch.save({"model_state": random_state_dict(build_sam("vit_tiny_test_256"), seed=3), "decoder_state": decoder}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def rgb_image() -> np.ndarray:
     """A 300 x 400 uint8 RGB picture with a few bright discs on a textured background."""
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 
 from napari_sam.annotator import ImageSource, Session, SyncExecutor
 
-from .helpers import Prompts
+from .helpers import Prompts, make_ready
 
 
 @pytest.fixture()
@@ -31,17 +31,10 @@ def prompts(session):
 @pytest.fixture()
 def ready(session, rgb_image, tiny_checkpoint):
     """The discs picture (scale 0.5) with the tiny model loaded and embedded."""
-    session.set_image(ImageSource(rgb_image, rgb=True, name="discs", scale=(0.5, 0.5)))
-    session.load_model(str(tiny_checkpoint), device="cpu")
-    assert session.embedding is not None, session.status_text
-    return session
+    return make_ready(session, ImageSource(rgb_image, rgb=True, name="discs", scale=(0.5, 0.5)), tiny_checkpoint)
 
 
 @pytest.fixture()
 def ready_stack(session, stack, tiny_checkpoint):
     """The stack on plane 2 with the tiny model loaded and embedded."""
-    session.set_image(ImageSource(stack, name="stack"))
-    session.set_position((2,))
-    session.load_model(str(tiny_checkpoint), device="cpu")
-    assert session.embedding is not None, session.status_text
-    return session
+    return make_ready(session, ImageSource(stack, name="stack"), tiny_checkpoint, (2,))

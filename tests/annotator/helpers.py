@@ -1,4 +1,5 @@
-"""Helpers of the session tests: prompts the way the view's prompt layers send them."""
+"""Helpers of the session tests: prompts the way the view's prompt layers send them, a session
+made ready on an image."""
 
 from __future__ import annotations
 
@@ -60,3 +61,14 @@ def record_predict_calls(session, monkeypatch) -> list[dict]:
 
 def chosen_mask(session) -> np.ndarray:
     return session.object.chosen_candidate.mask > 0
+
+
+def make_ready(session, source, checkpoint, position=None):
+    """``session`` on ``source`` (at leading index ``position``) with the model in ``checkpoint``
+    loaded and the plane on screen embedded (a synchronous executor)."""
+    session.set_image(source)
+    if position is not None:
+        session.set_position(position)
+    session.load_model(str(checkpoint), device="cpu")
+    assert session.embedding is not None, session.status_text
+    return session

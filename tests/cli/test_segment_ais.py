@@ -1,25 +1,14 @@
 """``napari-sam segment --mode ais``: the instance decoder of a model that has one (here a micro-sam
-style export with a decoder, small random weights), in one process and on dask workers; the mode
-defaults to ais for such a model and is refused for a model without a decoder."""
+style export with a decoder, small random weights: the ``decoder_checkpoint`` fixture), in one
+process and on dask workers; the mode defaults to ais for such a model and is refused for a model without a decoder."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_sam.cli import segment as batch
-from napari_sam.model import build_decoder, build_sam, random_state_dict
-
-
-@pytest.fixture(scope="module")
-def model_with_decoder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ais") / "my_finetune.pt"
-    decoder = random_state_dict(build_decoder(upsampler="transpose"), seed=4)
-    decoder["out_conv.bias"] = torch.tensor([3.0, -1.0, -1.0])  # foreground everywhere, some cores
-    torch.save({"model_state": random_state_dict(build_sam("vit_tiny_test_256"), seed=3), "decoder_state": decoder}, path)
-    return path
 
 
 @pytest.fixture()
@@ -31,12 +20,12 @@ def inputs(tmp_path, rgb_image):
     return folder
 
 
-def test_ais_is_the_default_for_a_model_with_a_decoder(tmp_path, inputs, model_with_decoder, capsys, monkeypatch):
+def test_ais_is_the_default_for_a_model_with_a_decoder(tmp_path, inputs, decoder_checkpoint, capsys, monkeypatch):
     seen = []
     real = batch.segment_instances_image
     monkeypatch.setattr(batch, "segment_instances_image", lambda *a: (seen.append(a[-1]), real(*a))[1])
     out = tmp_path / "out"
-    argv = [str(inputs), "--out", str(out), "--model", str(model_with_decoder), "--device", "cpu", "--min-size", "0"]
+    argv = [str(inputs), "--out", str(out), "--model", str(decoder_checkpoint), "--device", "cpu", "--min-size", "0"]
     assert batch.main(argv) == 0
     text = capsys.readouterr().out
     assert "mode: ais" in text and "summary: 2 segmented" in text
@@ -47,9 +36,9 @@ def test_ais_is_the_default_for_a_model_with_a_decoder(tmp_path, inputs, model_w
     assert rgb.max() > 0
 
 
-def test_ais_on_dask_workers(tmp_path, inputs, model_with_decoder, capsys):
+def test_ais_on_dask_workers(tmp_path, inputs, decoder_checkpoint, capsys):
     out = tmp_path / "out"
-    argv = [str(inputs), "--out", str(out), "--model", str(model_with_decoder), "--device", "cpu",
+    argv = [str(inputs), "--out", str(out), "--model", str(decoder_checkpoint), "--device", "cpu",
             "--mode", "ais", "--workers", "2", "--worker-threads"]
     assert batch.main(argv) == 0
     assert "summary: 2 segmented, 0 skipped (output exists), 0 failed" in capsys.readouterr().out
@@ -65,9 +54,9 @@ def test_mode_ais_needs_a_decoder(tmp_path, inputs, tiny_checkpoint, capsys):
     assert "neither a registered model" in capsys.readouterr().err
 
 
-def test_amg_still_runs_with_a_decoder_model(tmp_path, inputs, model_with_decoder, capsys):
+def test_amg_still_runs_with_a_decoder_model(tmp_path, inputs, decoder_checkpoint, capsys):
     out = tmp_path / "out"
-    argv = [str(inputs / "rgb.tif"), "--out", str(out), "--model", str(model_with_decoder), "--device", "cpu",
+    argv = [str(inputs / "rgb.tif"), "--out", str(out), "--model", str(decoder_checkpoint), "--device", "cpu",
             "--mode", "amg", "--points-per-side", "2", "--pred-iou-thresh", "-1", "--stability-score-thresh", "0"]
     assert batch.main(argv) == 0
     assert "mode: amg" in capsys.readouterr().out

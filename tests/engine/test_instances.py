@@ -146,6 +146,25 @@ def test_time_series_stacks_keep_unique_ids():
     assert set(np.unique(labels[0])) & set(np.unique(labels[1])) == {0}
 
 
+def test_chosen_planes_of_a_time_series_are_one_merged_stack():
+    """``planes=``: the z stack at one time point of a (t, z, y, x) series, merged like a 3D image."""
+    image, tracks = moving_discs(planes=3)
+    series = np.stack([image[::-1], image])
+    vol = VolumeEmbeddings(series, PixelPredictor())
+    expected = segment_instances(VolumeEmbeddings(image, PixelPredictor()), PixelDecoder())
+    labels = segment_instances(vol, PixelDecoder(), planes=[(1, z) for z in range(3)])
+    assert labels.shape == image.shape and labels.max() == tracks
+    np.testing.assert_array_equal(labels, expected)
+    apart = segment_instances(vol, PixelDecoder(), planes=[(1, 0), (1, 1)], merge=False)
+    assert apart.max() == 2 * tracks
+    with pytest.raises(IndexError, match="plane"):
+        segment_instances(vol, PixelDecoder(), planes=[(1, 3)])
+    with pytest.raises(TypeError, match="not both"):
+        segment_instances(vol, PixelDecoder(), plane=(1, 0), planes=[(1, 0)])
+    with pytest.raises(ValueError, match="planes is empty"):
+        segment_instances(vol, PixelDecoder(), planes=[])
+
+
 def test_progress_and_cancel():
     image, _ = moving_discs(planes=3)
     vol = VolumeEmbeddings(image, PixelPredictor())

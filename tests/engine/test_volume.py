@@ -1,4 +1,4 @@
-"""nD images: LRU cache, tiles with halo, on-disk store, on-demand embeddings, propagation."""
+"""nD images: LRU cache, tiles with halo, on-disk store, on-demand embeddings (propagation: test_propagate.py)."""
 
 from __future__ import annotations
 
@@ -8,40 +8,11 @@ import torch
 
 from napari_sam.engine import Cancelled, ChannelComposite, ChannelSlice, Predictor, StoreInfo
 from napari_sam.engine.cache import EmbeddingCache
-from napari_sam.engine.predictor import Embedding, Prediction
+from napari_sam.engine.predictor import Embedding
 from napari_sam.engine.preprocess import rescale_to_uint8
-from napari_sam.engine.propagate import PropagationStep, PropagationStop, bounding_box, interior_point, propagate
 from napari_sam.engine.store import FORMAT, EmbeddingStore, Normalisation, StoreMismatch
 from napari_sam.engine.tiling import TileLayout, choose_layout
 from napari_sam.engine.volume import VolumeEmbeddings
-
-
-class CountingPredictor(Predictor):
-    """A real predictor that counts how often it embeds."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.embedded = 0
-
-    def compute_embedding(self, *args, **kwargs):
-        self.embedded += 1
-        return super().compute_embedding(*args, **kwargs)
-
-
-@pytest.fixture()
-def predictor(tiny_model):
-    return CountingPredictor(tiny_model, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def stack():
-    """(4, 96, 128) uint16 stack: a disc drifting through z on a noisy background."""
-    rng = np.random.default_rng(1)
-    rr, cc = np.mgrid[:96, :128]
-    data = rng.integers(0, 500, (4, 96, 128)).astype(np.uint16)
-    for z in range(4):
-        data[z][(rr - 48) ** 2 + (cc - 40 - 4 * z) ** 2 < 20**2] += 3000
-    return data
 
 
 def fake_embedding(nbytes_mib: float) -> Embedding:
@@ -172,32 +143,6 @@ def test_dask_backed_image_is_read_by_window(predictor):
     direct = predictor.compute_embedding(base[1, 0:144, 240:400], (0, 60000))
     assert torch.equal(emb.features, direct.features)
 
-
-def test_propagation_through_z(predictor, stack):
-    vol = VolumeEmbeddings(stack, predictor)
-    start = vol.predict((1,), points=[[48.0, 44.0]], labels=[1], multimask=False)
-    mask = np.zeros((96, 128), bool)
-    mask[30:66, 25:65] = True  # the object's mask on z=1
-    steps = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, mask,
-                           start.prediction.logits, min_score=-1e9, min_overlap=0.0, min_area=0))
-    assert [s.index for s in steps] == [2, 3]
-    assert all(isinstance(s, PropagationStep) and s.mask.shape == (96, 128) for s in steps)
-    back = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, -1, mask,
-                          min_score=-1e9, min_overlap=0.0, min_area=0))
-    assert [s.index for s in back] == [0]
-    stopped = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, mask, min_score=1e9))
-    assert stopped == [PropagationStop(2, "score")]
-    empty = list(propagate(predictor, lambda z: vol.embedding((z, 0, 0)), 1, 4, np.zeros((96, 128), bool)))
-    assert empty == [PropagationStop(2, "vanished")]
-
-
-def test_prompt_helpers():
-    mask = np.zeros((50, 60), bool)
-    mask[10:30, 20:50] = True
-    np.testing.assert_allclose(bounding_box(mask, margin=0.0), [9, 19, 30, 50])
-    assert bounding_box(np.zeros((5, 5), bool)) is None
-    r, c = interior_point(mask)[0]
-    assert 17 <= r <= 22 and 27 <= c <= 42 and mask[int(r), int(c)]
 
 
 def test_store_records_normalisation_and_a_reader_adopts_it(predictor, stack, tmp_path):
@@ -372,44 +317,3 @@ def test_channel_views_read_lazily_and_compose_rgb(predictor):
     assert torch.equal(vol.embedding((2, 0, 0)).features, predictor.compute_embedding(px).features)
     single = VolumeEmbeddings(one, predictor)
     assert single.contrast_limits == lims[1]
-
-
-class JumpingPredictor:
-    """Decodes every plane to a confident mask far away from the prompt."""
-
-    def __init__(self):
-        self.boxes = []
-
-    def predict(self, points, labels, box, mask_input, multimask, embedding):
-        self.boxes.append(box)
-        mask = np.zeros((1, 50, 60), bool)
-        mask[0, 35:48, 45:58] = True
-        return Prediction(mask, np.array([0.99], np.float32), np.zeros((1, 256, 256), np.float32))
-
-
-def test_propagation_stops_on_a_jump():
-    mask = np.zeros((50, 60), bool)
-    mask[5:15, 5:20] = True
-    fake = JumpingPredictor()
-    assert list(propagate(fake, lambda i: None, 2, 5, mask)) == [PropagationStop(3, "jump")]
-    np.testing.assert_allclose(fake.boxes[0], bounding_box(mask))  # prompted with the previous mask's box
-    steps = list(propagate(fake, lambda i: None, 2, 5, mask, min_overlap=0.0))  # jumps allowed
-    assert [type(s) for s in steps] == [PropagationStep, PropagationStep] and [s.index for s in steps] == [3, 4]
-
-
-def test_propagation_cancel(predictor, stack):
-    vol = VolumeEmbeddings(stack, predictor)
-    mask = np.zeros((96, 128), bool)
-    mask[30:66, 25:65] = True
-    seen = []
-
-    def embedding_for(z):
-        seen.append(z)
-        return vol.embedding((z, 0, 0))
-
-    steps = propagate(predictor, embedding_for, 0, 4, mask, cancel=lambda: len(seen) >= 2,
-                      min_score=-1e9, min_overlap=0.0, min_area=0)
-    assert [next(steps).index, next(steps).index] == [1, 2]
-    with pytest.raises(Cancelled):
-        next(steps)
-    assert seen == [1, 2]  # plane 3 was never embedded

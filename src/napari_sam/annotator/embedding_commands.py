@@ -38,10 +38,11 @@ class EmbeddingCommands:
         self.events.model.emit()
         return True
 
-    def _loaded(self, task: Task, predictor, label: str) -> None:
+    def _loaded(self, task: Task, loaded, label: str) -> None:
         if task.key != self._model_token:
             return
-        self.model = tasks.LoadedModel(predictor, self._model_token, label)
+        predictor, decoder = loaded
+        self.model = tasks.LoadedModel(predictor, self._model_token, label, decoder=decoder)
         self.message(f"Model {label} ready on {predictor.device}.")
         self.events.model.emit()
         self.start_embedding()

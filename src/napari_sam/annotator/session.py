@@ -5,7 +5,7 @@ embeddings, the current object (prompts, candidates, chosen candidate, masks on 
 the committed labels with undo/redo, and the jobs. It takes commands (:meth:`set_image`,
 :meth:`set_position`, :meth:`set_axes`, :meth:`load_model`, :meth:`set_prompts`, :meth:`select`,
 :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`, :meth:`propagate`,
-:meth:`segment_everything`, :meth:`run_job`, ...), runs heavy work through the executor it is
+:meth:`segment_everything`, :meth:`segment_instances`, :meth:`run_job`, ...), runs heavy work through the executor it is
 given (:mod:`.executor`), and announces changes through :attr:`Session.events` (psygnal). Call
 it from one thread (napari's GUI thread); results come back there.
 
@@ -25,6 +25,7 @@ from .commits import CommittedLabels, Outcome
 from .embedding_commands import EmbeddingCommands
 from .embeddings import Embeddings, first_line
 from .executor import Executor, Slots, SyncExecutor, Task
+from .instances import AutomaticInstances, check_scope, instance_params
 from .jobs import AUTO_POINTS, Job, JobRefused, Propagation, SegmentEverything
 from .object_commands import ObjectCommands
 from .objects import CurrentObject
@@ -51,6 +52,7 @@ class SessionEvents(SignalGroup):
     polarity = Signal(bool)  # True: plain clicks add positive points
     labels = Signal(object, object)  # target, flat indices written (commit, undo, redo)
     new_labels = Signal(str, object)  # name, label image of a job (for a new layer)
+    instances = Signal(str, object, object)  # name, label image, info of automatic instances (see .instances)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class SessionSettings:
     propagation: dict = field(default_factory=lambda: {"min_score": 0.5, "min_overlap": 0.1, "min_area": 10})
     everything: GeneratorSettings = field(default_factory=lambda: GeneratorSettings(points_per_side=0))  # 0: auto
     tracking: TrackSettings = field(default_factory=TrackSettings)
+    instances: dict = field(default_factory=dict)  # segment_instances keywords (missing or None: the model's)
 
 
 class Session(TrackingCommands, EmbeddingCommands, ObjectCommands):
@@ -285,3 +288,14 @@ class Session(TrackingCommands, EmbeddingCommands, ObjectCommands):
     def segment_everything(self, **overrides) -> bool:
         """All objects on the plane on screen into a new label image (``new_labels`` event)."""
         return self.run_job(SegmentEverything(self.everything_params(**overrides)))
+
+    def instance_params(self, **overrides) -> dict:
+        """Automatic-instances keywords: the model's defaults, then the settings, then
+        ``overrides`` (``segment_instances`` names; unknown ones raise TypeError)."""
+        return instance_params(self.model.decoder if self.model else None, self.settings.instances, overrides)
+
+    def segment_instances(self, scope: str = "plane", **overrides) -> bool:
+        """The model's instance decoder on the plane on screen (``scope="plane"``) or every plane
+        of the stack through it (``"stack"``, merged across planes) into a new label image
+        (``instances`` event; committed labels untouched). False (and a message) if it cannot run."""
+        return self.run_job(AutomaticInstances(check_scope(scope), self.instance_params(**overrides)))

@@ -31,12 +31,14 @@ class EmbeddingKey:
 @dataclass(eq=False)
 class LoadedModel:
     """A ready predictor; ``token`` changes with every load, ``kind`` names the model family
-    (``"sam1"``; SAM 2 models say ``"sam2"``). ``lock`` serialises decoding."""
+    (``"sam1"``; SAM 2 models say ``"sam2"``). ``lock`` serialises decoding. ``decoder``: the
+    model's instance-segmentation decoder (None: it has none; see :mod:`.instances`)."""
 
     predictor: Predictor
     token: int
     label: str
     lock: threading.Lock = field(default_factory=threading.Lock)
+    decoder: object = None
 
     @property
     def kind(self) -> str:
@@ -113,11 +115,14 @@ def own_poll(cancelled: Callable[[], bool], before: Callable[[], None] | None = 
 
 
 def load(name_or_path: str, device: str) -> Callable:
-    """Task function that returns a :class:`~napari_sam.engine.Predictor`."""
+    """Task function that returns a :class:`~napari_sam.engine.Predictor` and the model's
+    instance decoder on its device (None when it has none)."""
     def run(report, cancelled):
         from ..weights import load_model
+        from .instances import find_decoder
 
-        return load_model(name_or_path, device=device, progress=report, cancel=cancelled)
+        predictor = load_model(name_or_path, device=device, progress=report, cancel=cancelled)
+        return predictor, find_decoder(name_or_path, predictor.device, progress=report, cancel=cancelled)
 
     return run
 

@@ -3,7 +3,7 @@
 from .automatic import generate_masks, masks_to_labels
 from .cache import EmbeddingCache
 from .channels import ChannelComposite, ChannelSlice, channel_view
-from .instances import instance_defaults, load_decoder, segment_instances
+from .instances import checked_instance_params, instance_defaults, load_decoder, segment_instances
 from .predictor import Cancelled, Embedding, Prediction, Predictor, available_devices, resolve_device
 from .preprocess import Geometry, to_rgb_uint8
 from .propagate import PropagationStep, PropagationStop, propagate
@@ -21,4 +21,4 @@ __all__ = [
 ]
 __all__ += ["GeneratorSettings", "available_devices", "channel_view", "generate_masks", "masks_to_labels"]
 __all__ += ["StoreDamageWarning", "StoreExists"]
-__all__ += ["instance_defaults", "load_decoder", "segment_instances"]
+__all__ += ["checked_instance_params", "instance_defaults", "load_decoder", "segment_instances"]

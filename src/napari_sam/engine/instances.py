@@ -9,7 +9,8 @@ into labels. Sources:
 - a :class:`VolumeEmbeddings`: every plane of a stack / time series (or one ``plane``). A tiled
   plane is decoded tile by tile and each tile's core is pasted into full-size maps before the
   post-processing, which then runs once on the whole plane: no seams at tile borders. Planes are
-  segmented one by one and then merged along the last leading axis by overlap (``merge``).
+  segmented one by one and then merged along the last leading axis by overlap (``merge``), or
+  across the ``planes`` given (e.g. the z stack at one time point of a time series).
 
 Default parameters are per model, as micro-sam's (its annotator's settings for the
 light-microscopy and electron-microscopy models, its generator's defaults otherwise): see
@@ -20,7 +21,7 @@ raises :class:`Cancelled` (polled between decoder stages, tiles and planes). Thr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -62,8 +63,11 @@ def load_decoder(name_or_path: str | os.PathLike, progress: Callable[[int, int],
     return load(name_or_path, progress=progress, cancel=cancel)
 
 
-def _params(decoder: InstanceDecoder, given: dict) -> dict:
-    params = instance_defaults(getattr(decoder, "model_name", None))
+def checked_instance_params(model_name: str | None, given: dict) -> dict:
+    """:func:`instance_defaults` of ``model_name`` updated with the values of ``given`` that are
+    not None, each checked (``ValueError`` naming a bad one and its range), as
+    :func:`segment_instances` takes them (cheap: for callers to check before starting work)."""
+    params = instance_defaults(model_name)
     params.update({k: v for k, v in given.items() if v is not None})
     for name in ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold"):
         if not 0.0 <= float(params[name]) <= 1.0:
@@ -96,16 +100,18 @@ def segment_instances(
     cancel: Callable[[], bool] | None = None,
     plane: tuple[int, ...] | None = None,
     merge: bool = True,
+    planes: Sequence[tuple[int, ...]] | None = None,
 ) -> np.ndarray:
     """Instance labels (uint32, 0 background) at the image's resolution: ``(H, W)`` for a 2D
-    source or one ``plane`` of a volume, ``(*lead, H, W)`` for a whole volume (see module
-    docstring). ``decoder``: an :class:`InstanceDecoder`, or a model name / file for
+    source or one ``plane`` of a volume, ``(*lead, H, W)`` for a whole volume, ``(N, H, W)`` for
+    the ``N`` given ``planes`` of a volume (a stack through a 4D image; merged across them in
+    the order given) (see module docstring). ``decoder``: an :class:`InstanceDecoder`, or a model name / file for
     :func:`load_decoder`. A parameter left at None takes the decoder's model default
     (:func:`instance_defaults`). ``merge``: join objects across the last leading axis of a
     volume (stack planes) by overlap; False keeps each plane's objects apart (ids stay unique)."""
     if not isinstance(decoder, InstanceDecoder):
         decoder = load_decoder(decoder)
-    params = _params(decoder, dict(
+    params = checked_instance_params(getattr(decoder, "model_name", None), dict(
         center_distance_threshold=center_distance_threshold, boundary_distance_threshold=boundary_distance_threshold,
         foreground_threshold=foreground_threshold, foreground_smoothing=foreground_smoothing,
         distance_smoothing=distance_smoothing, min_size=min_size))
@@ -115,7 +121,9 @@ def segment_instances(
             raise Cancelled("instance segmentation cancelled")
 
     if isinstance(predictor_or_embedding, VolumeEmbeddings):
-        return _segment_volume(predictor_or_embedding, decoder, params, plane, merge, progress, cancel, poll)
+        return _segment_volume(predictor_or_embedding, decoder, params, plane, planes, merge, progress, cancel, poll)
+    if plane is not None or planes is not None:
+        raise TypeError("plane and planes select planes of a VolumeEmbeddings; this source is one image")
     if isinstance(predictor_or_embedding, Predictor):
         if predictor_or_embedding.embedding is None:
             raise RuntimeError("no image set: call set_image() on the predictor first")
@@ -147,21 +155,43 @@ def _report(progress, done: int, total: int) -> None:
         progress(done, total)
 
 
-def _segment_volume(vol: VolumeEmbeddings, decoder, params, plane, merge, progress, cancel, poll) -> np.ndarray:
+def _checked_plane(vol: VolumeEmbeddings, plane) -> tuple[int, ...]:
+    plane = tuple(int(i) for i in plane)
+    if len(plane) != len(vol.lead_shape) or any(not 0 <= i < n for i, n in zip(plane, vol.lead_shape)):
+        raise IndexError(f"plane {plane} outside the volume's leading shape {vol.lead_shape}")
+    return plane
+
+
+def offset_ids(arrays) -> None:
+    """Shift the ids of each label array (in place) past the largest id of the arrays before
+    it, so ids are unique across all of them (0 stays background)."""
+    shift = 0
+    for labels in arrays:
+        if labels.any():
+            labels[labels > 0] += np.uint32(shift)
+            shift = int(labels.max())
+
+
+def _segment_volume(vol: VolumeEmbeddings, decoder, params, plane, chosen, merge, progress, cancel, poll) -> np.ndarray:
     _check_model(decoder, vol.predictor.model_name)
     tiles = [(iy, ix) for iy in range(vol.grid[0]) for ix in range(vol.grid[1])]
+    if plane is not None and chosen is not None:
+        raise TypeError("give plane (one plane) or planes (a stack of them), not both")
     if plane is not None:
-        plane = tuple(int(i) for i in plane)
-        if len(plane) != len(vol.lead_shape) or any(not 0 <= i < n for i, n in zip(plane, vol.lead_shape)):
-            raise IndexError(f"plane {plane} outside the volume's leading shape {vol.lead_shape}")
-        planes = [plane]
+        planes = [_checked_plane(vol, plane)]
+    elif chosen is not None:
+        planes = [_checked_plane(vol, p) for p in chosen]
+        if not planes:
+            raise ValueError("planes is empty: give at least one plane of the volume")
     else:
         planes = [tuple(int(i) for i in idx) for idx in np.ndindex(*vol.lead_shape)]
-    merging = plane is None and merge and len(vol.lead_shape) > 0 and vol.lead_shape[-1] > 1
+    if chosen is not None:
+        merging = merge and len(planes) > 1
+    else:
+        merging = plane is None and merge and len(vol.lead_shape) > 0 and vol.lead_shape[-1] > 1
     total = len(planes) * (len(tiles) + 1) + (1 if merging else 0)
     done = 0
     out = np.zeros((len(planes), *vol.plane_shape), np.uint32)
-    offset = 0
     for n, lead in enumerate(planes):
         maps = np.zeros((3, *vol.plane_shape), np.float32)
         for tile in tiles:
@@ -173,24 +203,19 @@ def _segment_volume(vol: VolumeEmbeddings, decoder, params, plane, merge, progre
             done += 1
             _report(progress, done, total)
         poll()
-        labels = labels_from_maps(*maps, **params)
-        labels[labels > 0] += np.uint32(offset)
-        offset = int(labels.max()) if labels.any() else offset
-        out[n] = labels
+        out[n] = labels_from_maps(*maps, **params)
         done += 1
         _report(progress, done, total)
+    offset_ids(out)  # ids unique across planes
     if plane is not None:
         return out[0]
-    out = out.reshape(*vol.lead_shape, *vol.plane_shape)
+    if chosen is None:
+        out = out.reshape(*vol.lead_shape, *vol.plane_shape)
     if merging:
         poll()
-        stacks = out.reshape(-1, vol.lead_shape[-1], *vol.plane_shape)
+        stacks = out.reshape(-1, len(planes) if chosen is not None else vol.lead_shape[-1], *vol.plane_shape)
         merged = [merge_planes(stack) for stack in stacks]
-        shift = 0
-        for stack in merged:  # ids unique across the stacks of a time series
-            stack[stack > 0] += np.uint32(shift)
-            shift = int(stack.max()) if stack.any() else shift
+        offset_ids(merged)  # ids unique across the stacks of a time series
         out = np.stack(merged).reshape(out.shape)
         _report(progress, total, total)
     return out
-

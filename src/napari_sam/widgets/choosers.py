@@ -8,17 +8,16 @@ kept per layer (its identity is the layer's); data changes of the layer become
 
 from __future__ import annotations
 
-from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt
 
 from ..annotator import RGB, Session
 from . import layers as L
+from .model_list import add_file, describe
 from .sync import LayerSync, refresh_source, source_for
-from .ui import MODEL_FILE, NEW_LABELS, Panel
+from .ui import NEW_LABELS, Panel
 
 
 def _fill(combo, items: list[tuple[str, object]], current) -> None:
@@ -44,6 +43,8 @@ class Choosers:
         ui.channel_axis.currentIndexChanged.connect(lambda _: self._axes_picked(channel=False))
         ui.channel.currentIndexChanged.connect(lambda _: self._axes_picked(channel=True))
         ui.through.currentIndexChanged.connect(lambda _: self._through_picked())
+        ui.model.currentIndexChanged.connect(lambda _: ui.model_info.setText(describe(ui.model.currentData())))
+        ui.model_info.setText(describe(ui.model.currentData()))
         session.events.image.connect(self.refresh_axes)
         links.listen(viewer.dims.events.current_step, self.dims_changed)
 
@@ -189,19 +190,7 @@ class Choosers:
     def show_model(self, model: str, device: str) -> None:
         """Make the model and device choosers show what is loaded."""
         combo = self.ui.model
-        if combo.findData(model) < 0:
-            combo.insertItem(combo.findText(MODEL_FILE), Path(model).name, model)
-            combo.setItemData(combo.findData(model), model, Qt.ToolTipRole)
-        combo.setCurrentIndex(combo.findData(model))
+        combo.setCurrentIndex(combo.findData(model) if combo.findData(model) >= 0 else add_file(combo, model))
         if self.ui.device.findText(device) >= 0:
             self.ui.device.setCurrentIndex(self.ui.device.findText(device))
 
-
-class SessionPlanes:
-    """What scripts of issue 5 reach through ``w.planes`` (``w.planes.axes.set_channel`` ...)."""
-
-    def __init__(self, session: Session) -> None:
-        self.axes = self.session = session
-
-    def __getattr__(self, name):
-        return getattr(self.session, name)

@@ -1,9 +1,9 @@
 """napari layers of the annotator and how a session's state is drawn into them.
 
 Every layer we make carries ``layer.metadata["napari_sam"] = {"role": ...}`` with role
-``points``, ``boxes``, ``candidate``, ``propagated`` or ``labels``. Prompt and candidate layers
-get the image's 2D ``scale`` and ``translate``, so their data coordinates are the image's pixel
-``(row, col)``.
+``points``, ``boxes``, ``candidate``, ``propagated``, ``labels`` or ``instances`` (automatic
+instances, see :mod:`.instances_view`). Prompt and candidate layers get the image's 2D
+``scale`` and ``translate``, so their data coordinates are the image's pixel ``(row, col)``.
 
 The candidates live in ONE layer kept for the whole session (creating and removing layers costs
 napari a second): with one object its pixel values are bit sets, bit ``k`` set where candidate

@@ -8,7 +8,6 @@ forwards buttons, keys and dialogs. The scripting API of earlier versions delega
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from napari.layers import Image
@@ -16,9 +15,11 @@ from napari.utils import notifications
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..annotator import Session
-from .choosers import Choosers, SessionPlanes
+from .choosers import Choosers
+from .compat import SessionPlanes
 from .executor import NapariExecutor
-from .links import Links
+from .instances_view import InstancesView
+from .links import Links, process_until
 from .panel_view import PanelView
 from .sync import LayerSync
 from .track_panel import TrackPanel
@@ -28,8 +29,8 @@ from .ui import build_panel
 class SamWidget(QWidget):
     """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
     :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
-    :meth:`export_labels`, :meth:`segment_everything`, :meth:`propagate`, :meth:`track`,
-    :meth:`tracked_planes`, :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for the rest."""
+    :meth:`export_labels`, :meth:`segment_everything`, :meth:`segment_instances`, :meth:`propagate`,
+    :meth:`track`, :meth:`tracked_planes`, :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for the rest."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -43,7 +44,8 @@ class SamWidget(QWidget):
         self.sync = LayerSync(self.viewer, self.session, self.links)
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
         self.panel = PanelView(self.ui, self.session)
-        self.track_panel = TrackPanel(self.ui, self.session, self.layout())
+        self.instances = InstancesView(self.ui.instances, self.session, self.viewer, self.sync, self.links)
+        self.track_panel = TrackPanel(self.ui, self.session, self.layout(), lambda: self.links.defer(self.refocus))
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()
@@ -68,7 +70,6 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.redo.clicked.connect(self.redo)
-        ui.propagate.clicked.connect(lambda _=False: self.track_panel.run())
         ui.export.clicked.connect(self._export_clicked)
         ui.open_store.clicked.connect(self._open_store_clicked)
         ui.everything.run.clicked.connect(lambda _=False: self.segment_everything())
@@ -76,11 +77,11 @@ class SamWidget(QWidget):
         ui.polarity.toggled.connect(lambda on: s.set_polarity(not on))
         for k, button in enumerate(ui.choose):
             button.clicked.connect(lambda _=False, k=k: self.select_candidate(k))
-        for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through):
+        for combo in (ui.image, ui.labels, ui.model, ui.device, ui.channel_axis, ui.channel, ui.through, ui.instances.scope):
             combo.activated.connect(lambda _: self.links.defer(self.refocus))
-        self.track_panel.controls.direction.activated.connect(lambda _: self.links.defer(self.refocus))
         for button in [*ui.choose, ui.load, ui.cancel, ui.commit, ui.clear, ui.undo, ui.redo, ui.propagate,
-                       ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite]:
+                       ui.export, ui.open_store, ui.polarity, ui.everything.run, ui.everything.toggle, ui.overwrite,
+                       ui.instances.run, ui.instances.toggle]:
             button.clicked.connect(lambda *_: self.links.defer(self.refocus))  # Qt gives a click's focus to the window
 
     def _focus_changed(self, old, new) -> None:
@@ -201,6 +202,11 @@ class SamWidget(QWidget):
         self.session.settings.everything = self.session.settings.everything.with_values(**self.ui.everything.values())
         return self.session.segment_everything(**params)
 
+    def segment_instances(self, scope: str = "plane", **params) -> bool:
+        """Automatic instances (the model's decoder) on the plane on screen or the whole ``"stack"``
+        into a new ``SAM instances`` labels layer (background; ``params`` override the panel's)."""
+        return self.instances.run(scope, **params)
+
     def open_embedding_store(self, path) -> bool:
         """Reuse embeddings precomputed by ``napari-sam embed`` (a zarr store) for the image, with
         the store's contrast limits; one made for other pixels or model is refused with a message."""
@@ -230,17 +236,7 @@ class SamWidget(QWidget):
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
-        deadline = time.monotonic() + timeout
-        app = QApplication.instance()
-        while True:
-            app.processEvents()
-            if not self.busy:
-                app.processEvents()
-                if not self.busy:
-                    return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
+        return process_until(lambda: not self.busy, timeout)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self.session.cancel()

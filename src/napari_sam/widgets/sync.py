@@ -270,8 +270,11 @@ class LayerSync:
 
     def _new_labels(self, name: str, data: np.ndarray) -> None:
         if self.image is not None:
-            self._insert(L.make_labels(self.image, data.shape, name, data=data),
-                         self.viewer.layers.index(self.image) + 1 if self._ours(self.image) else None)
+            self.add_result(L.make_labels(self.image, data.shape, name, data=data))
+
+    def add_result(self, layer) -> None:
+        """A job's result layer, inserted just above the image (our keys stay where the user is)."""
+        self._insert(layer, self.viewer.layers.index(self.image) + 1 if self._ours(self.image) else None)
 
     def layer_removed(self, layer) -> str | None:
         """Forget ``layer`` if it was ours; returns a message for the user, if any."""

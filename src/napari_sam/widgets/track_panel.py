@@ -53,9 +53,12 @@ def build_track_controls(ui: Panel, root: QVBoxLayout) -> TrackControls:
 class TrackPanel:
     """Keeps the button and the row in step with the model and the image; runs the button."""
 
-    def __init__(self, ui: Panel, session: Session, root: QVBoxLayout) -> None:
+    def __init__(self, ui: Panel, session: Session, root: QVBoxLayout, refocus=lambda: None) -> None:
+        """``refocus()`` gives the keyboard back to the canvas after our controls were used."""
         self.ui, self.session = ui, session
         self.controls = build_track_controls(ui, root)
+        ui.propagate.clicked.connect(lambda _=False: self.run())
+        self.controls.direction.activated.connect(lambda _: refocus())
         session.events.model.connect(self.refresh)
         session.events.image.connect(self.refresh)
         self.refresh()

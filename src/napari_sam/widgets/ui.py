@@ -23,9 +23,11 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine import GeneratorSettings, available_devices
-from ..weights import REGISTRY
+from .instances_panel import InstancesPanel, build_instances
+from .model_list import MODEL_FILE, fill_models
+from .sections import collapsible
 
-MODEL_FILE = "Checkpoint file (.pth)…"
+__all__ = ["MODEL_FILE", "NEW_LABELS", "EverythingPanel", "InstancesPanel", "Panel", "StatusLine", "build_panel"]
 NEW_LABELS = "New layer: SAM labels"
 
 LEGEND = (
@@ -121,17 +123,7 @@ def build_everything(root: QVBoxLayout) -> EverythingPanel:
     run = QPushButton("Segment everything")
     run.setToolTip("Find all objects on the plane on screen (a grid of point prompts) into a new "
                    "labels layer 'SAM everything'; committed labels are not touched")
-    toggle = QToolButton()
-    toggle.setText("Options")
-    toggle.setCheckable(True)
-    toggle.setArrowType(Qt.RightArrow)
-    toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-    row = QHBoxLayout()
-    row.addWidget(run, 1)
-    row.addWidget(toggle)
-    options = QWidget()
-    form = QFormLayout(options)
-    form.setContentsMargins(0, 0, 0, 0)
+    toggle, options, form = collapsible(root, run)
     boxes = {}
     defaults = GeneratorSettings()
     for spec in fields(GeneratorSettings):
@@ -144,15 +136,6 @@ def build_everything(root: QVBoxLayout) -> EverythingPanel:
             box.setToolTip("Grid of points per side (0 = auto: 16 on a CPU, 32 on a GPU; the 32x32 grid "
                            "takes minutes on a CPU)")
         form.addRow(spec.metadata["label"], box)
-    options.setVisible(False)
-
-    def shown(on: bool) -> None:
-        options.setVisible(on)
-        toggle.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
-
-    toggle.toggled.connect(shown)
-    root.addLayout(row)
-    root.addWidget(options)
     return EverythingPanel(run, toggle, options, boxes)
 
 
@@ -180,6 +163,8 @@ class Panel:
     through: QComboBox
     open_store: QPushButton
     stack_rows: QWidget  # hidden for 2D images
+    model_info: StatusLine  # one line on the model chosen (what it is for, download size)
+    instances: InstancesPanel
 
 
 def _combo(tip: str, enabled: bool = True) -> QComboBox:
@@ -197,10 +182,10 @@ def build_panel(parent: QWidget) -> Panel:
     root = QVBoxLayout(parent)
     form = QFormLayout()
     image = _combo("Image layer to segment: grayscale or RGB, 2D or nD (plane by plane)")
-    model = _combo("SAM model: an official checkpoint (downloaded once) or a .pth file")
-    for name in reversed(list(REGISTRY)):  # vit_b, vit_l, vit_h; item data: what to load
-        model.addItem(name, name)
-    model.addItem(MODEL_FILE, None)
+    model = _combo("Model, by what it was trained for (downloaded once), or a checkpoint file")
+    fill_models(model)  # item data: what to load
+    model_info = StatusLine()
+    model_info.setObjectName("napari_sam_model_info")
     device = QComboBox()
     device.addItems(available_devices())
     load, cancel = QPushButton("Load model"), QPushButton("Cancel")
@@ -212,6 +197,7 @@ def build_panel(parent: QWidget) -> Panel:
     overwrite = QCheckBox("Overwrite existing labels")
     form.addRow("Image", image)
     form.addRow("Model", model_row)
+    form.addRow("", model_info)
     form.addRow("Labels", labels)
     form.addRow("", overwrite)
     root.addLayout(form)
@@ -251,6 +237,7 @@ def build_panel(parent: QWidget) -> Panel:
     root.addLayout(grid)
     root.addWidget(export)
     everything = build_everything(root)
+    instances = build_instances(root)
     legend = QLabel(LEGEND)
     legend.setWordWrap(True)
     root.addWidget(legend)
@@ -259,7 +246,7 @@ def build_panel(parent: QWidget) -> Panel:
         button.setFocusPolicy(Qt.NoFocus)
     return Panel(image, model, device, load, cancel, labels, overwrite, polarity, choose,
                  commit, clear, undo, redo, export, status, propagate, everything,
-                 channel_axis, channel, through, open_store, stack_rows)
+                 channel_axis, channel, through, open_store, stack_rows, model_info, instances)
 
 
 def build_stack_rows() -> tuple[QComboBox, QComboBox, QComboBox, QPushButton, QWidget]:
