@@ -143,28 +143,24 @@ class Track:
         return step
 
     def undo(self) -> Correction | None:
-        if not self.done:
-            return None
-        step = self.done.pop()
-        obj = self.objects[step.key]
-        step.after = snapshot(obj, step.frames)
-        restore(obj, step.before, step.frames)
-        step.prompts_before, obj.prompts = dict(obj.prompts), dict(step.prompts_before or {})
-        self.undone.append(step)
-        self.tracker_stale = True
-        return step
+        """Undo the last correction (its object's masks and prompts as before); None if none."""
+        return self._step(self.done, self.undone, undoing=True)
 
     def redo(self) -> Correction | None:
-        if not self.undone:
-            return None
-        step = self.undone.pop()
-        obj = self.objects[step.key]
-        restore(obj, step.after or {}, step.frames)
-        step.prompts_before, obj.prompts = dict(obj.prompts), dict(step.prompts_before or {})
-        self.done.append(step)
-        self.tracker_stale = True
-        return step
+        return self._step(self.undone, self.done, undoing=False)
 
+    def _step(self, source: list[Correction], dest: list[Correction], undoing: bool) -> Correction | None:
+        if not source:
+            return None
+        step = source.pop()
+        obj = self.objects[step.key]
+        if undoing:
+            step.after = snapshot(obj, step.frames)
+        restore(obj, step.before if undoing else step.after or {}, step.frames)
+        step.prompts_before, obj.prompts = dict(obj.prompts), dict(step.prompts_before or {})  # swapped each way
+        dest.append(step)
+        self.tracker_stale = True  # its memory holds the masks before the step
+        return step
 
 def snapshot(obj: TrackedObject, frames) -> dict[int, tuple[np.ndarray, float]]:
     return {f: (obj.masks[f], obj.scores[f]) for f in frames if f in obj.masks}
