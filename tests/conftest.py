@@ -140,3 +140,15 @@ def count_embeddings(monkeypatch):
 
     monkeypatch.setattr(Predictor, "compute_embedding", counting)
     return calls
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory) -> Path:
+    """Random weights of the smallest SAM 2 test model (``sam2_tiny128_test``, 128 x 128 input, fast
+    enough to track through stacks in the annotator tests) as a local file in Meta's layout
+    (``{"model": state_dict}``, ``.pt``)."""
+    from napari_sam.model import build_sam, random_state_dict
+
+    path = tmp_path_factory.mktemp("ckpt2") / "sam2_tiny128_test.pt"
+    torch.save({"model": random_state_dict(build_sam("sam2_tiny128_test"), seed=1)}, path)
+    return path

@@ -77,3 +77,21 @@ def drifting_disc(lead: tuple[int, ...], drift_axis: int = 0, seed: int = 11, no
     for idx in np.ndindex(*lead):
         data[idx][(rr - 48) ** 2 + (cc - 50 - step * idx[drift_axis]) ** 2 < radius**2] += 3000
     return data
+
+
+def two_cells(lead: tuple[int, ...], shape: tuple[int, int] = (64, 80), seed: int = 5) -> np.ndarray:
+    """uint16 ``(*lead, H, W)``: noise plus two bright discs (cells) moving apart along the first
+    leading axis, one to the right and one to the left (centres at :func:`cell_centres`)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    data = rng.integers(0, 300, (*lead, *shape)).astype(np.uint16)
+    for idx in np.ndindex(*lead):
+        for (r, c), level in zip(cell_centres(idx[0] if idx else 0, shape), (3000, 2000)):
+            data[idx][(rr - r) ** 2 + (cc - c) ** 2 < (shape[0] // 7) ** 2] += level
+    return data
+
+
+def cell_centres(i: int, shape: tuple[int, int] = (64, 80)) -> list[tuple[float, float]]:
+    """``(row, col)`` of the two cells of :func:`two_cells` at index ``i`` of the first axis."""
+    h, w = shape
+    return [(h * 0.3, w * 0.25 + i), (h * 0.7, w * 0.75 - i)]

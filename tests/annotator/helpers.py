@@ -17,9 +17,15 @@ class Prompts:
         self.shapes: list[np.ndarray] = []
         self.kinds: list[str] = []
         session.events.prompts_cleared.connect(self._cleared)
+        session.events.prompts_restored.connect(self._restored)
 
     def _cleared(self) -> None:
         self.points, self.positive, self.shapes, self.kinds = [], [], [], []
+
+    def _restored(self, prompts) -> None:
+        points, positive, shapes, kinds = prompts
+        self.points, self.positive = [list(map(float, p)) for p in points], [bool(p) for p in positive]
+        self.shapes, self.kinds = list(shapes), list(kinds)
 
     def add(self, row: float, col: float, positive: bool | None = None) -> None:
         self.points.append([row, col])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 
 def with_role(viewer, role):
     return [lay for lay in viewer.layers if lay.metadata.get("napari_sam", {}).get("role") == role]
@@ -50,3 +54,22 @@ def set_step(viewer, **steps):
     for axis, value in steps.items():
         step[int(axis)] = value
     viewer.dims.current_step = tuple(step)
+
+
+class Heartbeat:
+    """A 10 ms QTimer recording when the event loop ran: :meth:`gaps` since ``started``."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+
+    def gaps(self, started: float) -> tuple[np.ndarray, int]:
+        """Event-loop gaps (s) from ``started`` on, and the number of heartbeats since then."""
+        self.timer.stop()
+        during = np.array([t for t in self.ticks if t >= started])
+        return np.diff(np.concatenate([[started], during])), len(during)

@@ -14,7 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .history import ArrayLabels, Commit, History, LabelsTarget, Piece, plan_paint, positions, redo_change, undo_change
+from .history import (
+    ArrayLabels,
+    Change,
+    Commit,
+    History,
+    LabelsTarget,
+    Piece,
+    plan_paint,
+    positions,
+    redo_change,
+    undo_change,
+)
 from .objects import CurrentObject
 from .source import Planes
 
@@ -54,16 +65,27 @@ class CommittedLabels:
         cand = obj.chosen_candidate
         if cand is None or planes is None or source is None or source.labels_shape is None:
             return Outcome(False, "Nothing to commit: place a point or draw a box, then wait for the mask.", True)
+        pieces = [Piece(planes.labels_at(obj.plane), cand.mask, cand.offset)]
+        pieces += [Piece(at, mask) for at, mask in obj.planes.items()]
+        return self.commit_planned(lambda data: plan_paint(data, pieces, obj.objects, self.overwrite), planes, source,
+                                   tuple(p.at for p in pieces), planes.plane_label(obj.plane))
+
+    def data_for(self, source) -> tuple[LabelsTarget | None, np.ndarray | None]:
+        """The target commits for ``source`` go to (None: a new one on the first commit) and its data."""
         target, shape = self.target, source.labels_shape
         if target is not None and tuple(np.shape(target.data)) != shape:
             target = None  # chosen for another image
-        data = np.zeros(shape, np.uint32) if target is None else target.data
+        return target, np.zeros(shape, np.uint32) if target is None else target.data
+
+    def commit_planned(self, plan: Callable[[np.ndarray], Change], planes: Planes, source, ats: tuple,
+                       where: str = "") -> Outcome:
+        """Commit what ``plan(labels data)`` paints (one history entry) on the planes ``ats``."""
+        target, data = self.data_for(source)
+        shape = source.labels_shape
         if not isinstance(data, np.ndarray):
             return Outcome(False, f"'{target.name}' is not an in-memory array: choose another labels layer.", True)
-        pieces = [Piece(planes.labels_at(obj.plane), cand.mask, cand.offset)]
-        pieces += [Piece(at, mask) for at, mask in obj.planes.items()]
         try:
-            change = plan_paint(data, pieces, obj.objects, self.overwrite)
+            change = plan(data)
         except ValueError as exc:
             return Outcome(False, str(exc), True)
         if change.empty:
@@ -73,11 +95,10 @@ class CommittedLabels:
             target = self.target = self.make_target(shape, NEW_TARGET_NAME, source)
         self._write(target, change.flat, change.after)
         pixels = positions(shape, change.flat, planes.axes.channel_axis)
-        where = (len(pieces), planes.plane_label(obj.plane))
         self.history.push(Commit(target, change.flat, change.before, change.after, change.ids, data.size, pixels,
-                                 tuple(p.at for p in pieces), planes.axes.channel_axis))
+                                 ats, planes.axes.channel_axis))
         ids = ", ".join(map(str, change.ids))
-        on = f" on {where[0]} planes" if where[0] > 1 else (f" at {where[1]}" if where[1] else "")
+        on = f" on {len(ats)} planes" if len(ats) > 1 else (f" at {where}" if where else "")
         return Outcome(True, f"Committed object{'s' if len(change.ids) > 1 else ''} {ids} ({pixels} pixels{on}) "
                              f"to '{target.name}'.")
 

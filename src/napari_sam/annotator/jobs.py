@@ -36,6 +36,10 @@ class Job:
         """``(fn, total)``: the task function ``fn(report, cancelled)`` and its step count."""
         raise NotImplementedError
 
+    def task_key(self, session):
+        """What the job's results are computed for (see :meth:`stale`)."""
+        return session.job_key()
+
     def on_yield(self, session, task, item) -> None:
         """A partial result, on the session's thread (only while the job is current)."""
 

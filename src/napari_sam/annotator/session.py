@@ -30,6 +30,8 @@ from .jobs import AUTO_POINTS, Job, JobRefused, Propagation, SegmentEverything
 from .object_commands import ObjectCommands
 from .objects import CurrentObject
 from .source import Axes, ImageSource, Planes, checked_axes, default_axes
+from .tracking import TrackSettings
+from .tracking_commands import TrackingCommands
 
 _UNCHANGED = object()
 NO_IMAGE = "No image: open or choose a 2D image layer, then load a model."
@@ -46,6 +48,7 @@ class SessionEvents(SignalGroup):
     chosen = Signal(int)  # the chosen candidate
     object_planes = Signal(object)  # labels indices whose masks changed (() : all were dropped)
     prompts_cleared = Signal()  # the current object's prompts are gone (the view empties its layers)
+    prompts_restored = Signal(object)  # (points, positive, shapes, kinds) kept for the plane arrived at (tracking)
     polarity = Signal(bool)  # True: plain clicks add positive points
     labels = Signal(object, object)  # target, flat indices written (commit, undo, redo)
     new_labels = Signal(str, object)  # name, label image of a job (for a new layer)
@@ -57,11 +60,13 @@ class SessionSettings:
     prefetch_radius: int = 2
     propagation: dict = field(default_factory=lambda: {"min_score": 0.5, "min_overlap": 0.1, "min_area": 10})
     everything: GeneratorSettings = field(default_factory=lambda: GeneratorSettings(points_per_side=0))  # 0: auto
+    tracking: TrackSettings = field(default_factory=TrackSettings)
     instances: dict = field(default_factory=dict)  # segment_instances keywords (missing or None: the model's)
 
 
-class Session(EmbeddingCommands, ObjectCommands):
-    """See the module docstring; commands are also in :mod:`.embedding_commands` and :mod:`.object_commands`."""
+class Session(TrackingCommands, EmbeddingCommands, ObjectCommands):
+    """See the module docstring; commands are also in :mod:`.embedding_commands`,
+    :mod:`.object_commands` and :mod:`.tracking_commands`."""
 
     def __init__(self, executor: Executor | None = None) -> None:
         self.events = SessionEvents()
@@ -84,6 +89,7 @@ class Session(EmbeddingCommands, ObjectCommands):
         self._notes = ""
         self._busy = False
         self.status_text = NO_IMAGE
+        self._init_tracking()
 
     # --- state -----------------------------------------------------------------------
     @property
@@ -187,9 +193,11 @@ class Session(EmbeddingCommands, ObjectCommands):
         plane = self.planes.plane_of(self.position)
         if plane == self.plane:
             return
+        self.leaving_plane()
         self.plane = plane
         self.slots.cancel("prefetch")
         self.reset_object(clear_prompts=True)
+        self.arrived_on_plane()
         self.embedding = None
         self.start_embedding()
 
@@ -258,7 +266,7 @@ class Session(EmbeddingCommands, ObjectCommands):
             job.on_error(self, task, exc)
             self._task_failed(task, exc)
 
-        self.slots.start(job.slot, Task(job.label, self.job_key(), fn, total),
+        self.slots.start(job.slot, Task(job.label, job.task_key(self), fn, total),
                          lambda t, r: job.on_result(self, t, r), failed,
                          on_yield=lambda t, item: job.on_yield(self, t, item), on_progress=self._progress)
         return True

@@ -42,7 +42,7 @@ class LoadedModel:
 
     @property
     def kind(self) -> str:
-        return str(getattr(self.predictor, "kind", "sam1"))
+        return "sam2" if getattr(self.predictor.model, "family", "sam") == "sam2" else "sam1"
 
     @property
     def device(self):

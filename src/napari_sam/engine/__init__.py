@@ -12,11 +12,12 @@ from .store import EmbeddingStore, StoreDamageWarning, StoreExists, StoreInfo, S
 from .tiling import TileLayout
 from .tracker import Tracker, TrackResult
 from .volume import PlanePrediction, VolumeEmbeddings
+from .volume_line import VolumeLine
 
 __all__ = [
     "Cancelled", "ChannelComposite", "ChannelSlice", "Embedding", "EmbeddingCache", "EmbeddingStore", "Geometry",
     "PlanePrediction", "Prediction", "Predictor", "PropagationStep", "PropagationStop", "StoreInfo", "StoreMismatch",
-    "TileLayout", "TrackResult", "Tracker", "VolumeEmbeddings", "propagate", "resolve_device", "to_rgb_uint8",
+    "TileLayout", "TrackResult", "Tracker", "VolumeEmbeddings", "VolumeLine", "propagate", "resolve_device", "to_rgb_uint8",
 ]
 __all__ += ["GeneratorSettings", "available_devices", "channel_view", "generate_masks", "masks_to_labels"]
 __all__ += ["StoreDamageWarning", "StoreExists"]

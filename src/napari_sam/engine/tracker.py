@@ -51,12 +51,15 @@ class Tracker:
 
     def __init__(self, predictor: Predictor, frames, *, contrast_limits: tuple[float, float] | None = None,
                  store: EmbeddingStore | str | Path | None = None, cache: EmbeddingCache | None = None,
-                 corrections_as_prompts: bool = True) -> None:
+                 corrections_as_prompts: bool = True, volume=None) -> None:
         """``store``: an embedding store (or the path of one, created if missing) that frames'
         embeddings are read from and written to. ``corrections_as_prompts``: a prompt on an
         already tracked frame makes it a prompted frame (Meta's ``add_all_frames_to_correct_as_cond``;
         with False, as in Meta's default, a propagation through that frame re-tracks it and the
-        correction is lost)."""
+        correction is lost). ``volume``: where frames' embeddings come from instead of a volume of
+        the tracker's own, e.g. a :class:`~napari_sam.engine.VolumeLine` of the annotator's
+        :class:`VolumeEmbeddings` (anything with ``embedding((frame, 0, 0), cancel=)``), so no frame
+        is embedded twice; ``contrast_limits``, ``store`` and ``cache`` are then the volume's."""
         if not is_sam2(predictor.model):
             raise ValueError(f"Tracker needs a SAM 2 model (e.g. 'sam2.1_hiera_t'), the predictor runs "
                              f"{predictor.model_name!r}")
@@ -65,8 +68,13 @@ class Tracker:
             raise ValueError(f"frames must be (T, H, W) or (T, H, W, 3|4) (RGB last), got shape {shape}")
         self.predictor, self.model = predictor, predictor.model
         self.num_frames, self.frame_shape = int(shape[0]), (int(shape[1]), int(shape[2]))
-        self.volume = VolumeEmbeddings(frames, predictor, rgb=len(shape) == 4, contrast_limits=contrast_limits,
-                                       tile=max(16, *self.frame_shape), cache=cache or EmbeddingCache(128))
+        if volume is not None:
+            if contrast_limits is not None or store is not None or cache is not None:
+                raise ValueError("volume= brings its own contrast limits, store and cache: do not pass them too")
+            self.volume = volume
+        else:
+            self.volume = VolumeEmbeddings(frames, predictor, rgb=len(shape) == 4, contrast_limits=contrast_limits,
+                                           tile=max(16, *self.frame_shape), cache=cache or EmbeddingCache(128))
         if isinstance(store, EmbeddingStore):
             store.check(self.volume.store_info())
             self.volume.store = store
@@ -119,14 +127,19 @@ class Tracker:
 
     # --- propagation ------------------------------------------------------------------
     def propagate(self, start: int | None = None, reverse: bool = False, max_frames: int | None = None,
-                  cancel: Callable[[], bool] | None = None) -> Iterator[TrackResult]:
+                  cancel: Callable[[], bool] | None = None, objects=None) -> Iterator[TrackResult]:
         """Track every object from ``start`` (default: the earliest prompted frame) to the last
         frame (``reverse``: to frame 0), at most ``max_frames`` frames (``start`` included);
         yields one :class:`TrackResult` per frame. Prompted frames give their prompted output.
         ``cancel()`` is polled per frame and inside embeddings; True raises :class:`Cancelled`
         (frames done so far stay tracked). As in Meta's predictor, reverse from frame 0 yields
-        nothing."""
+        nothing. ``objects``: track only these object ids (the others keep their outputs and are
+        not in the results), e.g. the one corrected on ``start``."""
         self._start_propagation()
+        if objects is not None:
+            unknown = [i for i in objects if i not in self._objects]
+            if unknown or not objects:
+                raise ValueError(f"objects must be ids of tracked objects {self.object_ids}, got {list(objects)!r}")
         if start is None:
             start = min(t for o in self._objects.values() for t in o.prompted)
         start = self._check_frame(start, "start")
@@ -137,14 +150,15 @@ class Tracker:
             order = range(start, max(start - count, 0) - 1, -1) if start > 0 else range(0)
         else:
             order = range(start, min(start + count, self.num_frames - 1) + 1)
-        return self._propagate(order, reverse, cancel)
+        chosen = self._objects if objects is None else {i: self._objects[i] for i in dict.fromkeys(objects)}
+        return self._propagate(order, reverse, cancel, chosen)
 
-    def _propagate(self, order: range, reverse: bool, cancel) -> Iterator[TrackResult]:
+    def _propagate(self, order: range, reverse: bool, cancel, chosen: dict) -> Iterator[TrackResult]:
         for frame in order:
             if cancel is not None and cancel():
                 raise Cancelled("propagation cancelled")
             emb = self._embedding(frame, cancel)
-            todo = [o for o in self._objects.values() if frame not in o.prompted]
+            todo = [o for o in chosen.values() if frame not in o.prompted]
             for group, features in self._groups(emb, todo, frame, reverse):
                 out = self.model.decode_frame(features, emb.high_res, multimask=True)
                 raw = emb.features.expand(len(group), -1, -1, -1)
@@ -152,7 +166,7 @@ class Tracker:
                 for i, obj in enumerate(group):
                     obj.tracked[frame] = self._entry(out, i, memory[i:i + 1])
             outputs = {}
-            for obj_id, obj in self._objects.items():
+            for obj_id, obj in chosen.items():
                 obj.direction[frame] = int(reverse)
                 obj.decoded(frame)
                 outputs[obj_id] = obj.prompted.get(frame) or obj.tracked[frame]

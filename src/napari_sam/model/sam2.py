@@ -54,6 +54,8 @@ SAM2_CONFIGS: dict[str, Sam2Config] = {  # Meta's sam2.1_hiera_{t,s,b+,l}.yaml
     # For tests: sam2.1_hiera_t at 256 x 256 input, and a small trunk (real heads) at 256.
     "sam2_hiera_t256_test": Sam2Config(96, 1, (1, 2, 7, 2), (5, 7, 9), pos_embed_size=(7, 7), image_size=256),
     "sam2_tiny_test": Sam2Config(32, 1, (1, 1, 2, 1), (3,), pos_embed_size=(7, 7), image_size=256),
+    # For the annotator's tracking tests: a 4-block trunk at 128 x 128 input (memory attention over 8 x 8 tokens).
+    "sam2_tiny128_test": Sam2Config(32, 1, (1, 1, 1, 1), (2,), (8, 4, 4, 2), (7, 7), image_size=128),
 }
 
 

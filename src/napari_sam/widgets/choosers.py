@@ -193,3 +193,4 @@ class Choosers:
         combo.setCurrentIndex(combo.findData(model) if combo.findData(model) >= 0 else add_file(combo, model))
         if self.ui.device.findText(device) >= 0:
             self.ui.device.setCurrentIndex(self.ui.device.findText(device))
+

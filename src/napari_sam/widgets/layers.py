@@ -27,6 +27,7 @@ from ..annotator import Candidate
 KEY = "napari_sam"
 POSITIVE, NEGATIVE = "#39ff14", "#ff2d55"
 CANDIDATE_COLORS = ((0.0, 0.9, 1.0), (1.0, 0.69, 0.0), (0.83, 0.42, 1.0))
+TRACK_COLORS = (*CANDIDATE_COLORS, (0.3, 1.0, 0.3), (1.0, 0.3, 0.3), (1.0, 1.0, 0.2), (0.4, 0.5, 1.0))
 CHOSEN_ALPHA, DIMMED_ALPHA = 0.6, 0.18
 EMPTY_NAME = "SAM candidates"
 _COLOURS: WeakKeyDictionary = WeakKeyDictionary()  # candidate layer -> what its colour map shows
@@ -201,8 +202,8 @@ def make_labels(image: Image, labels_shape: tuple[int, ...], name: str = "SAM la
 def make_propagated(image: Image, labels_shape: tuple[int, ...]) -> Labels:
     """The layer that shows the current object on other planes (id masks, kept for the session)."""
     layer = make_labels(image, labels_shape, "SAM propagated", np.zeros(labels_shape, np.uint8), "propagated")
-    layer.colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (*CANDIDATE_COLORS[0], 1),
-                                                     2: (*CANDIDATE_COLORS[1], 1), 3: (*CANDIDATE_COLORS[2], 1)})
+    colours = {k: (*TRACK_COLORS[(k - 1) % len(TRACK_COLORS)], 1) for k in range(1, 256)}  # a track's objects 1, 2, ...
+    layer.colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **colours})
     layer.opacity = CHOSEN_ALPHA
     return layer
 

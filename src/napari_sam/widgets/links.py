@@ -3,10 +3,12 @@ stop when the widget is destroyed (napari may outlive it, e.g. while closing the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 
 from qtpy.QtCore import QObject, QTimer
+from qtpy.QtWidgets import QApplication
 
 
 class Links:
@@ -58,3 +60,18 @@ def _cut(alive: list[bool], links: list, *_) -> None:
         except Exception:  # the layer (and its emitter) may be gone already
             pass
     links.clear()
+
+
+def process_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Process Qt events until ``done()`` holds twice in a row (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    app = QApplication.instance()
+    while True:
+        app.processEvents()
+        if done():
+            app.processEvents()
+            if done():
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)

@@ -8,7 +8,6 @@ forwards buttons, keys and dialogs. The scripting API of earlier versions delega
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from napari.layers import Image
@@ -20,9 +19,10 @@ from .choosers import Choosers
 from .compat import SessionPlanes
 from .executor import NapariExecutor
 from .instances_view import InstancesView
-from .links import Links
+from .links import Links, process_until
 from .panel_view import PanelView
 from .sync import LayerSync
+from .track_panel import TrackPanel
 from .ui import build_panel
 
 
@@ -30,7 +30,7 @@ class SamWidget(QWidget):
     """Segment Anything for one napari viewer. Scripting API: :meth:`load_model`,
     :meth:`select_candidate`, :meth:`commit`, :meth:`clear`, :meth:`undo`, :meth:`redo`,
     :meth:`export_labels`, :meth:`segment_everything`, :meth:`segment_instances`, :meth:`propagate`,
-    :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for everything else."""
+    :meth:`track`, :meth:`tracked_planes`, :meth:`open_embedding_store`, :meth:`wait_idle`; :attr:`session` for the rest."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -45,6 +45,7 @@ class SamWidget(QWidget):
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
         self.panel = PanelView(self.ui, self.session)
         self.instances = InstancesView(self.ui.instances, self.session, self.viewer, self.sync, self.links)
+        self.track_panel = TrackPanel(self.ui, self.session, self.layout(), lambda: self.links.defer(self.refocus))
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()
@@ -69,7 +70,6 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.redo.clicked.connect(self.redo)
-        ui.propagate.clicked.connect(self.propagate)
         ui.export.clicked.connect(self._export_clicked)
         ui.open_store.clicked.connect(self._open_store_clicked)
         ui.everything.run.clicked.connect(lambda _=False: self.segment_everything())
@@ -188,6 +188,14 @@ class SamWidget(QWidget):
         :meth:`commit` then writes it through all of them with one id."""
         return self.session.propagate()
 
+    def track(self, direction: str = "both", objects=None) -> bool:
+        """SAM 2: track the current object and committed label ids ``objects`` of this plane (see
+        :meth:`Session.track`); True when the job started. :meth:`commit` writes them all."""
+        return self.session.track(direction, objects)
+
+    def tracked_planes(self) -> list[int]:  # plane indices along the through axis with a tracked mask
+        return self.session.tracked_planes()
+
     def segment_everything(self, **params) -> bool:
         """Find all objects on the plane on screen into a new ``SAM everything`` labels layer
         (background; ``generate_masks`` keywords override the panel's). False if impossible."""
@@ -228,17 +236,7 @@ class SamWidget(QWidget):
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process Qt events until no worker runs (True) or ``timeout`` seconds pass (False)."""
-        deadline = time.monotonic() + timeout
-        app = QApplication.instance()
-        while True:
-            app.processEvents()
-            if not self.busy:
-                app.processEvents()
-                if not self.busy:
-                    return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
+        return process_until(lambda: not self.busy, timeout)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self.session.cancel()

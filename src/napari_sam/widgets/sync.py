@@ -84,8 +84,10 @@ class LayerSync:
         ev.chosen.connect(self._chosen)
         ev.object_planes.connect(self._object_planes)
         ev.prompts_cleared.connect(self._clear_prompts)
+        ev.prompts_restored.connect(self._restore_prompts)
         ev.polarity.connect(self._polarity)
         ev.new_labels.connect(self._new_labels)
+        ev.model.connect(self._prepare_propagated)
         session.labels.make_target = self._make_target
 
     def keys(self) -> dict:
@@ -201,6 +203,16 @@ class LayerSync:
             if self._ours(self.boxes) and len(self.boxes.data):
                 self.boxes.data = []
 
+    def _restore_prompts(self, prompts) -> None:
+        points, positive, shapes, kinds = prompts
+        with self.quiet():
+            if self._ours(self.points):
+                self.points.data = np.asarray(points, float).reshape(-1, 2)
+                for polarity in (True, False):
+                    L.set_polarity_of(self.points, [i for i, p in enumerate(positive) if bool(p) == polarity], polarity)
+            if self._ours(self.boxes) and len(shapes):
+                self.boxes.data = [np.asarray(v, float) for v in shapes]
+
     def _polarity(self, positive: bool) -> None:
         if self._ours(self.points):
             L.set_next_polarity(self.points, positive)
@@ -217,25 +229,36 @@ class LayerSync:
             with self.quiet():
                 L.choose_candidate(self.cand, self.session.object.candidates, index)
 
-    def _object_planes(self, changed) -> None:
-        shape = self.session.image.labels_shape if self.session.image is not None else None
-        if self.image is None or shape is None:
-            return
-        masks = self.session.object.planes
+    def _prepare_propagated(self) -> None:
+        """A SAM 2 model on a stack: make the layer that shows tracks now, not when tracking starts."""
+        model, planes = self.session.model, self.session.planes
+        if model is not None and model.kind == "sam2" and planes is not None and planes.through_axis() is not None:
+            self._propagated_layer(self.session.image.labels_shape)
+
+    def _propagated_layer(self, shape):
         if not self._ours(self.prop) or self.prop.data.shape != shape:
-            if not changed:
-                return
+            if self.image is None:
+                return None
             self.prop = L.make_propagated(self.image, shape)
             L.bind_keys(self.prop, self.keys())
             self._insert(self.prop, self._candidate_slot())
-        data = self.prop.data
-        if not changed:
-            if data.any():
-                data[...] = 0
-                self.prop.refresh(thumbnail=False)
+        return self.prop
+
+    def _object_planes(self, changed) -> None:
+        """Draw the object's masks on other planes (a propagation's, a track's) on the planes
+        ``changed`` (labels indices; ``()``: all of them again)."""
+        shape = self.session.image.labels_shape if self.session.image is not None else None
+        if self.image is None or shape is None:
             return
-        for at in changed:
-            data[plane_index(at)] = np.asarray(masks[at])
+        ats = tuple(changed) or tuple(self.session.shown_planes())
+        if (not self._ours(self.prop) or self.prop.data.shape != shape) and not ats:
+            return
+        data = self._propagated_layer(shape).data
+        if not changed and data.any():
+            data[...] = 0
+        for at in ats:
+            mask = self.session.shown_mask(at)
+            data[plane_index(at)] = 0 if mask is None else np.asarray(mask)
         self.prop.refresh(thumbnail=False)
 
     # --- labels ----------------------------------------------------------------------
@@ -269,6 +292,7 @@ class LayerSync:
             self.prop = None
             if self.session.object.planes:
                 self.session.object.planes = {}
+            self.session.drop_track()
         elif isinstance(layer, Labels) and layer in self.targets:
             self.session.forget_target(self.targets.pop(layer))
         return None
