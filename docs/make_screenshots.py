@@ -2,6 +2,7 @@
 opens, then a session (load, embed, a point, three candidates, commits).
 
     xvfb-run -a python docs/make_screenshots.py            # Linux without a display
+    xvfb-run -a python docs/make_screenshots.py --tracking-only   # just the SAM 2 tracking one
     python docs/make_screenshots.py --model vit_b           # with real weights (cached/downloaded)
 
 Without ``--model`` it uses the official ``vit_b`` weights if they are already in the cache,
@@ -60,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model name or .pth (default: cached vit_b, else random vit_b)")
     parser.add_argument("--out", default=str(HERE), help="folder for the PNG files")
+    parser.add_argument("--tracking-only", action="store_true", help="only the SAM 2 tracking screenshot")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
     out = Path(args.out)
+    if args.tracking_only:
+        return tracking(out / "screenshot_tracking.png")
     start_command(out / "screenshot_start_command.png")
 
     from napari_sam.widgets.launch import open_viewer
@@ -99,6 +103,51 @@ def main(argv: list[str] | None = None) -> int:
     if Path(model).name == "sam_vit_b_random.pth":
         Path(model).unlink()
         Path(model).parent.rmdir()
+    return tracking(out / "screenshot_tracking.png")
+
+
+def tracking(path: Path) -> int:
+    """A 12-plane uint16 stack of two drifting cells, a small random-weight SAM 2 model (``.pt``
+    in Meta's layout), one point on plane 5, *Track* both ways, the committed object on plane 9."""
+    import numpy as np
+    import tifffile
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from napari_sam.model import build_sam, random_state_dict
+    from napari_sam.widgets.launch import open_viewer
+
+    folder = Path(tempfile.mkdtemp(prefix="track-shot-"))
+    rng = np.random.default_rng(5)
+    rr, cc = np.mgrid[:128, :160]
+    stack = rng.integers(0, 300, (12, 128, 160)).astype(np.uint16)
+    for z in range(12):
+        for r, c in ((38, 40 + 2 * z), (90, 120 - 2 * z)):
+            stack[z][(rr - r) ** 2 + (cc - c) ** 2 < 18**2] += 2500
+    tifffile.imwrite(folder / "cells.tif", stack)
+    torch.save({"model": random_state_dict(build_sam("sam2_tiny128_test"), seed=1)}, folder / "sam2_random.pt")
+    viewer, widget = open_viewer(str(folder / "cells.tif"), model=str(folder / "sam2_random.pt"), device="cpu")
+    viewer.window._qt_window.resize(1400, 860)
+    QApplication.processEvents()
+    viewer.reset_view()
+    if not widget.wait_idle(300):
+        print(f"model/embedding not ready: {widget.status_text}")
+        return 1
+    viewer.dims.set_current_step(0, 5)
+    widget.wait_idle(60)
+    viewer.layers["SAM points"].add([[38, 50]])
+    widget.wait_idle(60)
+    if not widget.track(direction="both") or not widget.wait_idle(600):
+        print(f"tracking did not run: {widget.status_text}")
+        return 1
+    print(f"tracked planes: {widget.tracked_planes()}")
+    viewer.dims.set_current_step(0, 9)
+    widget.wait_idle(30)
+    _save(viewer, path)
+    viewer.close()
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
     return 0
 
 
