@@ -21,20 +21,29 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NAPARI_SAM_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="session")
-def tiny_state():
+def _random_state(config: str, seed: int) -> dict:
     from napari_sam.model import build_sam, random_state_dict
 
-    return random_state_dict(build_sam("vit_tiny_test"), seed=1)
+    return random_state_dict(build_sam(config), seed=seed)
+
+
+def _model(config: str, state: dict):
+    """A fresh model of ``config`` with ``state`` (tests may change it: never shared)."""
+    from napari_sam.model import build_sam
+
+    model = build_sam(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_state():
+    return _random_state("vit_tiny_test", seed=1)
 
 
 @pytest.fixture()
 def tiny_model(tiny_state):
-    from napari_sam.model import build_sam
-
-    model = build_sam("vit_tiny_test")
-    model.load_state_dict(tiny_state)
-    return model.eval()
+    return _model("vit_tiny_test", tiny_state)
 
 
 @pytest.fixture(scope="session")
@@ -47,18 +56,12 @@ def tiny_checkpoint(tiny_state, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sam2_state():
     """Random weights of the small SAM 2 test configuration (``sam2_tiny_test``, 256 x 256 input)."""
-    from napari_sam.model import build_sam, random_state_dict
-
-    return random_state_dict(build_sam("sam2_tiny_test"), seed=2)
+    return _random_state("sam2_tiny_test", seed=2)
 
 
 @pytest.fixture()
 def sam2_model(sam2_state):
-    from napari_sam.model import build_sam
-
-    model = build_sam("sam2_tiny_test")
-    model.load_state_dict(sam2_state)
-    return model.eval()
+    return _model("sam2_tiny_test", sam2_state)
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +69,12 @@ def decoder_checkpoint(tmp_path_factory) -> Path:
     """A micro-sam style export with an instance decoder (small random weights, 256 px input):
     ``{"model_state", "decoder_state"}``; the decoder's bias makes foreground everywhere and
     puts both distances near their thresholds, so it finds many (small) objects."""
-    from napari_sam.model import build_decoder, build_sam, random_state_dict
+    from napari_sam.model import build_decoder, random_state_dict
 
     path = tmp_path_factory.mktemp("ais") / "my_finetune.pt"
     decoder = random_state_dict(build_decoder(upsampler="transpose"), seed=4)
     decoder["out_conv.bias"] = torch.tensor([3.0, -0.4, -0.3])
-    torch.save({"model_state": random_state_dict(build_sam("vit_tiny_test_256"), seed=3), "decoder_state": decoder}, path)
+    torch.save({"model_state": _random_state("vit_tiny_test_256", seed=3), "decoder_state": decoder}, path)
     return path
 
 
@@ -147,8 +150,6 @@ def sam2_checkpoint(tmp_path_factory) -> Path:
     """Random weights of the smallest SAM 2 test model (``sam2_tiny128_test``, 128 x 128 input, fast
     enough to track through stacks in the annotator tests) as a local file in Meta's layout
     (``{"model": state_dict}``, ``.pt``)."""
-    from napari_sam.model import build_sam, random_state_dict
-
     path = tmp_path_factory.mktemp("ckpt2") / "sam2_tiny128_test.pt"
-    torch.save({"model": random_state_dict(build_sam("sam2_tiny128_test"), seed=1)}, path)
+    torch.save({"model": _random_state("sam2_tiny128_test", seed=1)}, path)
     return path
