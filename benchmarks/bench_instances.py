@@ -9,7 +9,8 @@ times per implementation, alternating, and the best time is reported. No officia
 
 Instance segmentation after the embedding is, for micro-sam, ``DecoderAdapter(embedding,
 input_size, original_size)`` followed by ``InstanceSegmentationWithDecoder.generate()`` (its
-post-processing with the default parameters); for us ``InstanceDecoder.maps`` followed by
+post-processing with the default parameters); for us ``decode_maps`` (``InstanceDecoder.maps``
+with the engine's allocator setting, which then holds for micro-sam's runs too) followed by
 ``labels_from_maps``. Both decode the same 256 x 64 x 64 embedding (random features) with the
 same random decoder weights; the post-processing runs on the decoder's own maps. The table also
 reports the decoder and the post-processing on their own, and the largest difference between
@@ -35,6 +36,8 @@ from tests.oracles import micro_sam, mobile_sam  # noqa: E402
 
 from napari_sam.engine import Predictor, instance_defaults  # noqa: E402
 from napari_sam.engine.instance_maps import labels_from_maps  # noqa: E402
+from napari_sam.engine.instances import decode_maps  # noqa: E402
+from napari_sam.engine.predictor import Embedding  # noqa: E402
 from napari_sam.model import build_decoder, build_sam, random_state_dict  # noqa: E402
 
 
@@ -59,8 +62,10 @@ def ais(args) -> dict:
     input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
     params = instance_defaults(None)
 
-    def ours_step():
-        maps = ours.maps(features, input_size, (h, w))[0].numpy()
+    embedding = Embedding(features, (h, w), input_size, "vit_b")
+
+    def ours_step():  # what segment_instances runs after its checks
+        maps = decode_maps(ours, embedding)
         return maps, labels_from_maps(*maps, **params)
 
     def theirs_step():

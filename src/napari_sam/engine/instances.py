@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..model.unetr import InstanceDecoder
+from .allocator import keep_freed_memory, release_freed_memory
 from .instance_maps import labels_from_maps, merge_planes
 from .predictor import Cancelled, Embedding, Predictor
 from .volume import VolumeEmbeddings
@@ -81,8 +82,13 @@ def checked_instance_params(model_name: str | None, given: dict) -> dict:
 
 
 def decode_maps(decoder: InstanceDecoder, embedding: Embedding, poll: Callable[[], None] | None = None) -> np.ndarray:
-    """The decoder's maps ``(3, H, W)`` float32 for one embedding, at its image's size."""
-    maps = decoder.maps(embedding.features, embedding.input_size, embedding.original_size, poll)
+    """The decoder's maps ``(3, H, W)`` float32 for one embedding, at its image's size. Freed
+    buffers are reused during the decode and returned after it (:mod:`.allocator`)."""
+    keep_freed_memory()
+    try:
+        maps = decoder.maps(embedding.features, embedding.input_size, embedding.original_size, poll)
+    finally:
+        release_freed_memory()
     return maps[0].cpu().numpy()
 
 

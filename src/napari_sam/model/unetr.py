@@ -34,6 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bands import (
+    band_stats,
+    bands,
+    conv3x3_banded,
+    conv3x3_over,
+    conv3x3_rows,
+    put_rows,
+    rows_of,
+    transposed2x_rows,
+    upsample2x_rows,
+)
+
 FEATURES = (512, 256, 128, 64)
 UPSAMPLERS = ("interpolate", "transpose")
 _NORM_EPS = 1e-5
@@ -41,17 +53,23 @@ _NORM_EPS = 1e-5
 
 class InterpolatedUp(nn.Module):
     """x2 bilinear upsampling and a 1x1 convolution (``conv``). Both are linear and commute
-    (interpolation weights sum to one), so the convolution runs at the lower resolution when
-    it narrows the channels."""
+    (interpolation weights sum to one, also at the clamped borders), so the convolution runs
+    at the lower resolution: a quarter of the multiplications and no full-resolution input copy."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv.out_channels < self.conv.in_channels:
-            return _upsample2x(self.conv(x))
-        return self.conv(_upsample2x(x))
+        return _upsample2x(self.conv(x))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What :meth:`rows` reads: the convolved input, at the input's resolution."""
+        return self.conv(x)
+
+    def rows(self, prepared: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """Rows ``[r0, r1)`` of the output."""
+        return upsample2x_rows(prepared, r0, r1)
 
 
 class TransposedUp(nn.Module):
@@ -63,6 +81,13 @@ class TransposedUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def rows(self, prepared: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """Rows ``[r0, r1)`` of the output."""
+        return transposed2x_rows(prepared, self.block.weight, self.block.bias, r0, r1)
 
 
 def _upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -90,12 +115,17 @@ class UpBlock(nn.Module):
         super().__init__()
         self.block = nn.Sequential(make_upsampler(kind, cin, cout), Conv3x3(cout), nn.BatchNorm2d(cout), nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up, conv, norm = self.block[0], self.block[1].block, self.block[2]
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3x3 convolution's weight and bias with the BatchNorm folded in."""
+        conv, norm = self.block[1].block, self.block[2]
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        weight = conv.weight * scale[:, None, None, None]
-        bias = (conv.bias - norm.running_mean) * scale + norm.bias
-        return F.conv2d(up(x), weight, bias, padding=1).relu_()
+        return conv.weight * scale[:, None, None, None], (conv.bias - norm.running_mean) * scale + norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In row bands (:mod:`.bands`): the upsampled input is never formed whole."""
+        up, (weight, bias) = self.block[0], self.folded()
+        low, height = up.prepare(x), 2 * x.shape[2]
+        return conv3x3_banded(lambda a, b: up.rows(low, a, b), height, weight, bias).relu_()
 
 
 class DoubleConv(nn.Module):
@@ -106,25 +136,52 @@ class DoubleConv(nn.Module):
         self.block = nn.Sequential(nn.InstanceNorm2d(cin), nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
                                    nn.InstanceNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block[1](instance_norm(x)).relu_()
-        return self.block[4](instance_norm(x)).relu_()
+    def forward(self, *parts: torch.Tensor, owned: bool = False) -> torch.Tensor:
+        """The block on the channel concatenation of ``parts`` (each ``(B, C_i, H, W)``), which
+        is never formed: instance norms are per channel, so each part is normalised alone, and
+        the first convolution is the sum of each part's convolution with its slice of the
+        weights. ``owned``: the parts are the caller's temporaries and may be normalised in place."""
+        x = conv_of_concat(self.block[1], [instance_norm(p, inplace=owned) for p in parts]).relu_()
+        conv = self.block[4]
+        x = instance_norm(x, inplace=True)
+        return conv3x3_banded(rows_of(x), x.shape[2], conv.weight, conv.bias).relu_()
 
 
-def instance_norm(x: torch.Tensor) -> torch.Tensor:
+def conv_of_concat(conv: nn.Conv2d, parts: list[torch.Tensor]) -> torch.Tensor:
+    """``conv(torch.cat(parts, dim=1))`` of a padded ``3 x 3`` convolution as a sum over the
+    parts, accumulated in row bands (at 1024 x 1024 the 128-channel concatenation alone is 512 MB)."""
+    out, start = None, 0
+    while parts:
+        part = parts.pop(0)  # dropped once used
+        n, height = part.shape[1], part.shape[2]
+        out = conv3x3_banded(rows_of(part), height, conv.weight[:, start:start + n],
+                             conv.bias if out is None else None, out)
+        start += n
+    return out
+
+
+_STAT_ROWS = 1 << 16  # pixels per chunk of the variance pass (a few MB of temporaries)
+
+
+def instance_norm(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Per-image, per-channel normalisation of channels-last ``(B, C, H, W)`` to zero mean and
     unit variance (eps 1e-5, biased variance), keeping the layout. The statistics are reduced
     over the pixels of a ``(H*W, C)`` view with pairwise summation, in two passes (mean, then the
-    variance of the centred values): as accurate as ``instance_norm`` on contiguous data, while
-    one-pass batch-norm statistics lose 1e-4 at 1024 x 1024."""
+    variance of the centred values, in chunks of :data:`_STAT_ROWS` pixels): as accurate as
+    ``instance_norm`` on contiguous data, while one-pass batch-norm statistics lose 1e-4 at
+    1024 x 1024. ``inplace`` normalises ``x`` itself (no full-size temporary: at 1024 x 1024 x
+    128 each is 512 MB of fresh pages) when it is channels-last, else works on a copy."""
     b, c, h, w = x.shape
-    out = []
+    if not (inplace and x.is_contiguous(memory_format=torch.channels_last)):
+        x = x.contiguous(memory_format=torch.channels_last).clone(memory_format=torch.channels_last)
     for i in range(b):
-        rows = x[i].permute(1, 2, 0).reshape(h * w, c)
-        centred = rows - rows.mean(dim=0)
-        rstd = torch.rsqrt(centred.square().mean(dim=0) + _NORM_EPS)
-        out.append(centred.mul_(rstd).view(1, h, w, c).permute(0, 3, 1, 2))
-    return out[0] if b == 1 else torch.cat(out)
+        rows = x[i].permute(1, 2, 0).view(h * w, c)
+        rows.sub_(rows.mean(dim=0))
+        total = torch.zeros(c, dtype=x.dtype, device=x.device)
+        for part in rows.split(_STAT_ROWS):
+            total += part.square().sum(dim=0)
+        rows.mul_(torch.rsqrt(total / (h * w) + _NORM_EPS))
+    return x
 
 
 class Levels(nn.Module):
@@ -179,7 +236,7 @@ class InstanceDecoder(nn.Module):
         x = features.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         sides = []
         side = x
-        for up in (self.deconv1, self.deconv2, self.deconv3, self.deconv4):
+        for up in (self.deconv1, self.deconv2, self.deconv3):
             check()
             side = up(side)
             sides.append(side)
@@ -188,12 +245,40 @@ class InstanceDecoder(nn.Module):
         for sampler, block, skip in zip(self.decoder.samplers, self.decoder.blocks, sides):
             check()
             up = sampler(x)
-            x = block(torch.cat([up, middle_channels(skip, up.shape[1])], dim=1))
+            x = block(up, middle_channels(skip, up.shape[1]), owned=True)  # the views of skip are copied
         check()
-        x = torch.cat([self.deconv_out(x), sides[-1]], dim=1)
-        del sides, side
-        x = self.decoder_head(x)
-        return self.out_conv(x).sigmoid_()
+        del sides, up
+        inputs = [x, side]
+        del x, side  # full_resolution drops them as soon as they are used
+        return self.full_resolution(inputs, check)
+
+    def full_resolution(self, inputs: list[torch.Tensor], check: Callable[[], None]) -> torch.Tensor:
+        """``inputs = [x, side]``: ``deconv4`` of the last side input, ``deconv_out`` of the main
+        path ``x``, the ``decoder_head`` on their concatenation ``[deconv_out(x), deconv4(side)]``,
+        ``out_conv`` and the sigmoid, at ``16 G`` pixels. Everything runs in row bands
+        (:mod:`.bands`): of the 64-channel full-resolution maps only one is ever formed whole
+        (256 MB at 1024 x 1024): the head's side input, which then takes the head's first
+        output in its place. The upsampled main path is made band by band three times (its
+        instance-norm statistics in two passes, then the convolution): cheap beside 256 MB of
+        fresh memory."""
+        conv1, conv2 = self.decoder_head.block[1], self.decoder_head.block[4]
+        side = instance_norm(self.deconv4(inputs.pop()), inplace=True)
+        n, height = conv1.in_channels - side.shape[1], side.shape[2]
+        y = conv3x3_over(side, conv1.weight[:, n:], None)  # the head's first output, in place of its input
+        check()
+        up = self.deconv_out
+        low = up.prepare(inputs.pop())
+        mean, rstd = band_stats(lambda a, b: up.rows(low, a, b), height, _NORM_EPS)
+        y = conv3x3_banded(lambda a, b: up.rows(low, a, b).sub_(mean).mul_(rstd), height, conv1.weight[:, :n],
+                           conv1.bias, y)
+        low = None
+        y = instance_norm(y.relu_(), inplace=True)
+        check()
+        out = None
+        for r0, r1 in bands(height):
+            band = conv3x3_rows(rows_of(y), height, conv2.weight, conv2.bias, r0, r1).relu_()
+            out = put_rows(out, F.conv2d(band, self.out_conv.weight, self.out_conv.bias).sigmoid_(), r0, height)
+        return out
 
     @torch.no_grad()
     def maps(self, features: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
