@@ -136,12 +136,14 @@ class DoubleConv(nn.Module):
         self.block = nn.Sequential(nn.InstanceNorm2d(cin), nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
                                    nn.InstanceNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
 
-    def forward(self, *parts: torch.Tensor, owned: bool = False) -> torch.Tensor:
+    def forward(self, *parts: torch.Tensor, owned: Sequence[bool] = ()) -> torch.Tensor:
         """The block on the channel concatenation of ``parts`` (each ``(B, C_i, H, W)``), which
         is never formed: instance norms are per channel, so each part is normalised alone, and
         the first convolution is the sum of each part's convolution with its slice of the
-        weights. ``owned``: the parts are the caller's temporaries and may be normalised in place."""
-        x = conv_of_concat(self.block[1], [instance_norm(p, inplace=owned) for p in parts]).relu_()
+        weights. ``owned[i]``: part ``i`` is the caller's temporary and may be normalised in
+        place (parts not listed are copied first)."""
+        flags = list(owned) + [False] * (len(parts) - len(owned))
+        x = conv_of_concat(self.block[1], [instance_norm(p, inplace=f) for p, f in zip(parts, flags)]).relu_()
         conv = self.block[4]
         x = instance_norm(x, inplace=True)
         return conv3x3_banded(rows_of(x), x.shape[2], conv.weight, conv.bias).relu_()
@@ -245,7 +247,7 @@ class InstanceDecoder(nn.Module):
         for sampler, block, skip in zip(self.decoder.samplers, self.decoder.blocks, sides):
             check()
             up = sampler(x)
-            x = block(up, middle_channels(skip, up.shape[1]), owned=True)  # the views of skip are copied
+            x = block(up, middle_channels(skip, up.shape[1]), owned=(True,))  # not skip: the last is read again
         check()
         del sides, up
         inputs = [x, side]
