@@ -9,9 +9,9 @@ times per implementation, alternating, and the best time is reported. No officia
 
 Instance segmentation after the embedding is, for micro-sam, ``DecoderAdapter(embedding,
 input_size, original_size)`` followed by ``InstanceSegmentationWithDecoder.generate()`` (its
-post-processing with the default parameters); for us ``decode_maps`` (``InstanceDecoder.maps``
-with the engine's allocator setting, which then holds for micro-sam's runs too) followed by
-``labels_from_maps``. Both decode the same 256 x 64 x 64 embedding (random features) with the
+post-processing with the default parameters); for us ``decode_maps`` (``InstanceDecoder.maps``)
+and ``labels_from_maps`` with the engine's allocator setting (which then holds for micro-sam's
+runs too), as ``segment_instances`` runs them. Both decode the same 256 x 64 x 64 embedding (random features) with the
 same random decoder weights; the post-processing runs on the decoder's own maps. The table also
 reports the decoder and the post-processing on their own, and the largest difference between
 the two implementations' maps and labels (labels are identical when the maps agree).
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # the oracles live in the source checkout's tests
 from tests.oracles import micro_sam, mobile_sam  # noqa: E402
 
 from napari_sam.engine import Predictor, instance_defaults  # noqa: E402
+from napari_sam.engine.allocator import keep_freed_memory, release_freed_memory  # noqa: E402
 from napari_sam.engine.instance_maps import labels_from_maps  # noqa: E402
 from napari_sam.engine.instances import decode_maps  # noqa: E402
 from napari_sam.engine.predictor import Embedding  # noqa: E402
@@ -65,8 +66,12 @@ def ais(args) -> dict:
     embedding = Embedding(features, (h, w), input_size, "vit_b")
 
     def ours_step():  # what segment_instances runs after its checks
-        maps = decode_maps(ours, embedding)
-        return maps, labels_from_maps(*maps, **params)
+        keep_freed_memory()
+        try:
+            maps = decode_maps(ours, embedding)
+            return maps, labels_from_maps(*maps, **params)
+        finally:
+            release_freed_memory()
 
     def theirs_step():
         with torch.no_grad():

@@ -82,13 +82,8 @@ def checked_instance_params(model_name: str | None, given: dict) -> dict:
 
 
 def decode_maps(decoder: InstanceDecoder, embedding: Embedding, poll: Callable[[], None] | None = None) -> np.ndarray:
-    """The decoder's maps ``(3, H, W)`` float32 for one embedding, at its image's size. Freed
-    buffers are reused during the decode and returned after it (:mod:`.allocator`)."""
-    keep_freed_memory()
-    try:
-        maps = decoder.maps(embedding.features, embedding.input_size, embedding.original_size, poll)
-    finally:
-        release_freed_memory()
+    """The decoder's maps ``(3, H, W)`` float32 for one embedding, at its image's size."""
+    maps = decoder.maps(embedding.features, embedding.input_size, embedding.original_size, poll)
     return maps[0].cpu().numpy()
 
 
@@ -126,19 +121,30 @@ def segment_instances(
         if cancel is not None and cancel():
             raise Cancelled("instance segmentation cancelled")
 
-    if isinstance(predictor_or_embedding, VolumeEmbeddings):
-        return _segment_volume(predictor_or_embedding, decoder, params, plane, planes, merge, progress, cancel, poll)
-    if plane is not None or planes is not None:
-        raise TypeError("plane and planes select planes of a VolumeEmbeddings; this source is one image")
-    if isinstance(predictor_or_embedding, Predictor):
-        if predictor_or_embedding.embedding is None:
+    keep_freed_memory()  # freed buffers are reused from decode to decode, and returned at the end
+    try:
+        if isinstance(predictor_or_embedding, VolumeEmbeddings):
+            return _segment_volume(predictor_or_embedding, decoder, params, plane, planes, merge, progress, cancel,
+                                   poll)
+        if plane is not None or planes is not None:
+            raise TypeError("plane and planes select planes of a VolumeEmbeddings; this source is one image")
+        return _segment_image(_embedding_of(predictor_or_embedding), decoder, params, progress, poll)
+    finally:
+        release_freed_memory()
+
+
+def _embedding_of(source: Predictor | Embedding) -> Embedding:
+    if isinstance(source, Predictor):
+        if source.embedding is None:
             raise RuntimeError("no image set: call set_image() on the predictor first")
-        embedding = predictor_or_embedding.embedding
-    elif isinstance(predictor_or_embedding, Embedding):
-        embedding = predictor_or_embedding
-    else:
-        raise TypeError("predictor_or_embedding must be a Predictor, an Embedding or a VolumeEmbeddings, "
-                        f"got {type(predictor_or_embedding).__name__}")
+        return source.embedding
+    if isinstance(source, Embedding):
+        return source
+    raise TypeError("predictor_or_embedding must be a Predictor, an Embedding or a VolumeEmbeddings, "
+                    f"got {type(source).__name__}")
+
+
+def _segment_image(embedding: Embedding, decoder: InstanceDecoder, params: dict, progress, poll) -> np.ndarray:
     _check_model(decoder, embedding.model_name)
     poll()
     maps = decode_maps(decoder, embedding, poll)

@@ -29,6 +29,7 @@ convolution; all activations are channels-last (the fast layout of the CPU convo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -123,9 +124,8 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """In row bands (:mod:`.bands`): the upsampled input is never formed whole."""
-        up, (weight, bias) = self.block[0], self.folded()
-        low, height = up.prepare(x), 2 * x.shape[2]
-        return conv3x3_banded(lambda a, b: up.rows(low, a, b), height, weight, bias).relu_()
+        up = self.block[0]
+        return conv3x3_banded(partial(up.rows, up.prepare(x)), 2 * x.shape[2], *self.folded()).relu_()
 
 
 class DoubleConv(nn.Module):
@@ -268,12 +268,10 @@ class InstanceDecoder(nn.Module):
         n, height = conv1.in_channels - side.shape[1], side.shape[2]
         y = conv3x3_over(side, conv1.weight[:, n:], None)  # the head's first output, in place of its input
         check()
-        up = self.deconv_out
-        low = up.prepare(inputs.pop())
-        mean, rstd = band_stats(lambda a, b: up.rows(low, a, b), height, _NORM_EPS)
-        y = conv3x3_banded(lambda a, b: up.rows(low, a, b).sub_(mean).mul_(rstd), height, conv1.weight[:, :n],
-                           conv1.bias, y)
-        low = None
+        main = partial(self.deconv_out.rows, self.deconv_out.prepare(inputs.pop()))  # rows of deconv_out(x)
+        mean, rstd = band_stats(main, height, _NORM_EPS)
+        y = conv3x3_banded(lambda a, b: main(a, b).sub_(mean).mul_(rstd), height, conv1.weight[:, :n], conv1.bias, y)
+        main = None
         y = instance_norm(y.relu_(), inplace=True)
         check()
         out = None
