@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dense import linear
+
 
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor (eps 1e-6, affine), computed in fp32
@@ -35,7 +37,7 @@ class FeedForward(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return linear(self.lin2, self.act(linear(self.lin1, x)))
 
 
 class StackedLinear(nn.Module):
@@ -51,7 +53,7 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
+            x = linear(layer, x)
             if i < last:
                 x = self.act(x)
         return x

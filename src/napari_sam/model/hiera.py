@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import StackedLinear
+from .dense import attention, linear
 from .fastpath import linear_bias
 from .image_encoder import from_windows, to_windows
 
@@ -57,7 +58,11 @@ class PooledAttention(nn.Module):
             q = pool2(q.reshape(n, h, w, c))
             h, w = q.shape[1:3]
             q = q.reshape(n, h * w, self.heads, c // self.heads)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if k.shape[-2] >= 1024:  # a global block: long sequences
+            out = attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(n, h, w, c)
 
 
@@ -85,7 +90,7 @@ class HieraBlock(nn.Module):
         rows = win * max(1, self.band_tokens // (win * w))
         bands = []
         for r0 in range(0, h, rows):
-            qkv = self.attn.qkv(y[:, r0:r0 + rows])
+            qkv = linear(self.attn.qkv, y[:, r0:r0 + rows])
             size = qkv.shape[1:3]
             windows, (hp, wp) = to_windows(qkv, win, bias)
             out = self.attn.attend(windows)
@@ -106,14 +111,14 @@ class HieraBlock(nn.Module):
         y = self.norm1(x)
         shortcut = x
         if self.proj is not None:
-            shortcut = self.proj(y)
+            shortcut = linear(self.proj, y)
             if self.pool:
                 shortcut = pool2(shortcut)
         if self.window:
             out = self.windowed(y)
         else:
-            out = self.attn.attend(self.attn.qkv(y))
-        x = (shortcut + self.attn.proj(out)).contiguous()
+            out = self.attn.attend(linear(self.attn.qkv, y))
+        x = (shortcut + linear(self.attn.proj, out)).contiguous()
         flat = x.view(-1, x.shape[-1])
         if len(flat) <= self.mlp_rows:
             return x + self.mlp(self.norm2(x))

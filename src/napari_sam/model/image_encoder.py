@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import ChannelLayerNorm, FeedForward
+from .dense import linear
 from .fastpath import linear_bias
 
 
@@ -106,7 +107,7 @@ class WindowAttention(nn.Module):
         return biased_attention(q, k, v, rows, cols, out, limit).view(b, h, w, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.attend(self.qkv(x)))
+        return linear(self.proj, self.attend(linear(self.qkv, x)))
 
 
 def to_windows(x: torch.Tensor, window: int, fill: torch.Tensor | None = None
@@ -152,14 +153,14 @@ class EncoderBlock(nn.Module):
         self.mlp = FeedForward(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.attn.qkv(self.norm1(x))
+        qkv = linear(self.attn.qkv, self.norm1(x))
         if self.window:
             size = qkv.shape[1:3]
             qkv, padded = to_windows(qkv, self.window, linear_bias(self.attn.qkv))
             y = from_windows(self.attn.attend(qkv), self.window, padded, size)
         else:
             y = self.attn.attend(qkv)
-        x = x + self.attn.proj(y)
+        x = x + linear(self.attn.proj, y)
         return x + self.mlp(self.norm2(x))
 
 

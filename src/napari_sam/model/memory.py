@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import ChannelLayerNorm
+from .dense import attention, linear, matmul_nt
 
 _SINE_CACHE: dict = {}
 
@@ -100,15 +101,24 @@ class RotaryAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_rotary: int | None = None) -> torch.Tensor:
         """``q (B, Nq, D)``, ``k, v (B, Nk, kv_dim)`` -> ``(B, Nq, D)``; keys past ``n_rotary``
         (default all) are not rotated."""
-        q, k, v = self.split(self.q_proj(q)), self.split(self.k_proj(k)), self.split(self.v_proj(v))
+        q, k = self.split(linear(self.q_proj, q)), self.split(linear(self.k_proj, k))
         table = self.table(q.shape[-2], q.device)
         rotate_(q, table)
         n_rotary = k.shape[-2] if n_rotary is None else n_rotary
         if n_rotary > 0:
             rotate_(k[..., :n_rotary, :], table)
-        out = F.scaled_dot_product_attention(q, k, v)
-        b, h, n, d = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+        b, h, n, d = q.shape
+        if q.device.type == "cpu" and 2 * self.v_proj.in_features <= d:
+            # Narrow values (the memory's 64 channels): attend over them, project afterwards.
+            # The softmax rows sum to one, so the bias passes through; a quarter of the
+            # value-side work, and no (Nk, 256) values at all.
+            mixed = attention(q, k, v[:, None])  # (B, h, Nq, kv_dim)
+            weight = self.v_proj.weight.view(h, d, -1)
+            out = torch.stack([matmul_nt(mixed[:, j], weight[j], self.v_proj.bias[j * d:(j + 1) * d])
+                               for j in range(h)], 1)
+        else:
+            out = attention(q, k, self.split(linear(self.v_proj, v)))
+        return linear(self.out_proj, out.transpose(1, 2).reshape(b, n, h * d))
 
 
 class MemoryLayer(nn.Module):
@@ -128,7 +138,7 @@ class MemoryLayer(nn.Module):
         y = self.norm1(x)
         x = x + self.self_attn(y, y, y)
         x = x + self.cross_attn_image(self.norm2(x), memory_keys, memory, n_rotary)
-        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+        return x + linear(self.linear2, F.relu(linear(self.linear1, self.norm3(x))))
 
 
 class MemoryAttention(nn.Module):
@@ -184,7 +194,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x).permute(0, 2, 3, 1)
         y = F.layer_norm(y, (y.shape[-1],), self.norm.weight, self.norm.bias, self.norm.eps)
-        y = self.pwconv2(F.gelu(self.pwconv1(y))) * self.gamma
+        y = linear(self.pwconv2, F.gelu(linear(self.pwconv1, y))) * self.gamma
         return x + y.permute(0, 3, 1, 2)
 
 
