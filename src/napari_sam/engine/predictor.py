@@ -14,7 +14,7 @@ import torch
 
 from ..model.fastpath import encoder_context, prepare_encoder, resolve_precision
 from . import checks
-from .allocator import keep_freed_memory, release_freed_memory
+from .allocator import MemoryJobs, keep_freed_memory
 from .fingerprint import keep_fingerprint, model_fingerprint
 from .postprocess import masks_from_logits, upscale_logits  # noqa: F401  (upscale_logits: public)
 from .preprocess import Geometry, points_inside, resize_rgb, to_rgb_uint8
@@ -146,6 +146,7 @@ class Predictor:
         ``torch.compile`` (slow first call; ``cancel`` is then polled only before a run)."""
         self.device = resolve_device(device)
         keep_freed_memory()  # no page faults on the encoder's and decoder's reused buffers
+        self.memory_jobs = MemoryJobs()  # freed memory returned after each embedding unless a job runs
         self.precision = resolve_precision(precision, self.device)
         self.fingerprint = model_fingerprint(model)  # of the weights as loaded (before any conversion)
         self.model = model.to(self.device).eval()
@@ -185,7 +186,7 @@ class Predictor:
         try:
             features, high = self._embed(x, poll)
         finally:
-            release_freed_memory()
+            self.memory_jobs.step_done()
         return Embedding(features, geometry.original_size, geometry.input_size, self.model_name, self.fingerprint,
                          high)
 
@@ -227,7 +228,7 @@ class Predictor:
                     hr = None if high is None else tuple(h[n:n + 1].clone() for h in high)
                     out[j] = Embedding(features[n:n + 1].clone(), g.original_size, g.input_size, self.model_name,
                                        self.fingerprint, hr)
-        release_freed_memory()
+        self.memory_jobs.step_done()
         return out  # type: ignore[return-value]
 
     def _embed(self, x: torch.Tensor, poll: Callable[[], None] | None = None

@@ -154,6 +154,10 @@ class Tracker:
         return self._propagate(order, reverse, cancel, chosen)
 
     def _propagate(self, order: range, reverse: bool, cancel, chosen: dict) -> Iterator[TrackResult]:
+        with self.predictor.memory_jobs.job():  # freed memory reused from frame to frame
+            yield from self._frames(order, reverse, cancel, chosen)
+
+    def _frames(self, order: range, reverse: bool, cancel, chosen: dict) -> Iterator[TrackResult]:
         for frame in order:
             if cancel is not None and cancel():
                 raise Cancelled("propagation cancelled")

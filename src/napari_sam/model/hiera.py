@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import StackedLinear
-from .dense import attention, linear
+from .dense import attention, linear, matmul_nt
 from .fastpath import linear_bias
 from .image_encoder import from_windows, to_windows
 
@@ -204,7 +204,7 @@ class FpnNeck(nn.Module):
         return conv.weight.flatten(1), conv.bias
 
     def lateral(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, *self.lateral_weights(level))
+        return matmul_nt(x, *self.lateral_weights(level))
 
     def needed_by_top_down(self, level: int) -> bool:
         """Whether ``level``'s output feeds a finer level's top-down sum (else it is only an output)."""

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import StackedLinear
+from .dense import matmul_nt
 from .hiera import FpnNeck, Hiera
 from .memory import MemoryAttention, MemoryEncoder, sine_positions
 from .prompt_encoder import PromptEncoder
@@ -182,10 +183,10 @@ class Sam2(nn.Module):
         levels = (2,) if fusable else (0, 1, 2)
         pyramid = neck(stages, levels)
         if fusable:
-            high = [F.linear(stages[lv], w, b) for lv, (w, b) in enumerate(self._fused_skips())]
+            high = [matmul_nt(stages[lv], w, b) for lv, (w, b) in enumerate(self._fused_skips())]
         else:
             dec = self.sam_mask_decoder
-            high = [F.linear(pyramid[lv], conv.weight.flatten(1), conv.bias)
+            high = [matmul_nt(pyramid[lv], conv.weight.flatten(1), conv.bias)
                     for lv, conv in ((0, dec.conv_s0), (1, dec.conv_s1))]
         features = pyramid[2].permute(0, 3, 1, 2).contiguous()
         return features, tuple(h.permute(0, 3, 1, 2).contiguous() for h in high)
