@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from napari_sam.engine import Predictor, Tracker
-from napari_sam.model import build_sam, random_state_dict
+from napari_sam.model import build_sam, dense, random_state_dict
 from tests.oracles import sam2 as oracle
 from tests.synthetic import moving_discs
 
@@ -97,10 +97,16 @@ def disc(shape, centre, radius) -> np.ndarray:
     return (rr - centre[0]) ** 2 + (cc - centre[1]) ** 2 < radius**2
 
 
-def test_tracking_parity(frames, record_property):
+@pytest.mark.parametrize("attention", ["whole rows", "key chunks"])
+def test_tracking_parity(frames, attention, record_property, monkeypatch):
     """Clicks on frame 0 (object 1), a box on frame 2 (object 2, first prompted after frame 0),
     a mask on frame 1 (object 3); forward over all 8 frames; a correction click on frame 4,
-    forward from there; backward from frame 6 to frame 0."""
+    forward from there; backward from frame 6 to frame 0. "key chunks": the memory
+    cross-attention over chunks of 128 keys (as over 28k keys at 1024 input), blocks of 100
+    queries."""
+    if attention == "key chunks":
+        monkeypatch.setattr(dense, "KEY_CHUNK", 128)
+        monkeypatch.setattr(dense, "CHUNKED_QUERIES", 100)
     pair = Pair(frames, random_state_dict(build_sam(MODEL), seed=4))
     pair.prompt(0, 1, points=np.array([[80.0, 100.0]]), labels=np.array([1]))
     pair.prompt(2, 2, box=np.array([140.0, 230.0, 250.0, 340.0]))

@@ -56,13 +56,18 @@ def test_linear_calls_layers_that_are_not_plain_linear():
     assert torch.allclose(dense.linear(plain, x), plain(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["whole rows", "key chunks"])
 @pytest.mark.parametrize("values", ["same", "narrow", "shared"])
-def test_attention_equals_pytorchs_attention(values, monkeypatch):
+def test_attention_equals_pytorchs_attention(values, path, monkeypatch):
     monkeypatch.setattr(dense, "SCORE_BLOCK", 300 * 40)  # blocks of 40 queries: 7 of them, the last short
+    if path == "key chunks":  # 300 keys > 2 x 64: chunks of 64 keys (the last of 44), blocks of 40 queries
+        monkeypatch.setattr(dense, "KEY_CHUNK", 64)
+        monkeypatch.setattr(dense, "CHUNKED_QUERIES", 40)
     torch.manual_seed(0)
     b, h, nq, nk, d = 2, 2, 260, 300, 32
     q, k = torch.randn(b, h, nq, d), torch.randn(b, h, nk, d)
-    k[:, :, 7] *= 20  # sharply peaked rows
+    k[:, :, 7] *= 20  # sharply peaked rows: their maximum in the first chunk of keys,
+    k[:, :, 250] *= 30  # or in a later one (the running sums must be rescaled)
     c = 16 if values == "narrow" else d
     v = torch.randn(b, 1 if values == "shared" else h, nk, c)
     weights = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1)

@@ -25,6 +25,8 @@ from torch import nn
 
 MIN_ROWS = 256
 SCORE_BLOCK = 1 << 24  # scores per query block of :func:`attention` (64 MB of fp32)
+KEY_CHUNK = 4096  # keys per chunk where :func:`attention` runs over more than two chunks of keys
+CHUNKED_QUERIES = 512  # queries per block on that path
 _onednn_convolution = getattr(torch, "mkldnn_convolution", None)
 
 
@@ -61,20 +63,52 @@ def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention ``softmax(q kᵀ / √d) v`` of ``q (B, h, Nq, d)``, ``k (B, h, Nk, d)``,
     ``v (B, h|1, Nk, c)`` -> ``(B, h, Nq, c)`` (``c`` may differ from ``d``). fp32 on the CPU:
-    exact, in blocks of queries with their whole score rows at once (about
-    :data:`SCORE_BLOCK` scores), each product through :func:`matmul_nt`. Elsewhere (CUDA, bf16)
-    PyTorch's fused kernel."""
+    exact, each product through :func:`matmul_nt`, in blocks of queries with their whole score
+    rows at once (about :data:`SCORE_BLOCK` scores); over more than ``2 * KEY_CHUNK`` keys (SAM 2's
+    memory cross-attention: 28k keys) in blocks of :data:`CHUNKED_QUERIES` queries and
+    :data:`KEY_CHUNK` keys with a running maximum and sum (the softmax rescaled as chunks arrive),
+    so that scores and keys stay in cache and the products keep their pace (measured on a 2-core
+    AVX2 CPU: 1.6 -> 1.4 s per 4096 x 28704 cross-attention). Elsewhere (CUDA, bf16) PyTorch's
+    fused kernel."""
     if q.device.type != "cpu" or q.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
         return F.scaled_dot_product_attention(q, k, v.expand(-1, q.shape[1], -1, -1))
     b, h, n, d = q.shape
     q = q * d ** -0.5
     out = q.new_empty(b, h, n, v.shape[-1])
-    step = max(16, SCORE_BLOCK // max(1, k.shape[-2]))
+    chunked = k.shape[-2] > 2 * KEY_CHUNK
+    step = CHUNKED_QUERIES if chunked else max(16, SCORE_BLOCK // max(1, k.shape[-2]))
     for i in range(b):
         for j in range(h):
             queries, keys = q[i, j].contiguous(), k[i, j].contiguous()
             values_t = v[i, min(j, v.shape[1] - 1)].t().contiguous()
+            if chunked:
+                chunks = [(keys[s:s + KEY_CHUNK], values_t[:, s:s + KEY_CHUNK].contiguous())
+                          for s in range(0, keys.shape[0], KEY_CHUNK)]
             for r in range(0, n, step):
+                if chunked:
+                    out[i, j, r:r + step] = _over_key_chunks(queries[r:r + step], chunks)
+                    continue
                 scores = matmul_nt(queries[r:r + step], keys)
                 out[i, j, r:r + step] = matmul_nt(torch.softmax(scores, -1, out=scores), values_t)
     return out
+
+
+def _over_key_chunks(queries: torch.Tensor, chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``softmax(queries keysᵀ) values`` for ``queries (n, d)`` (already scaled) and
+    ``chunks`` of ``(keys (m, d), values transposed (c, m))``: online softmax, the running
+    maximum ``top``, sum ``total`` and output rescaled by ``exp(old top - new top)``."""
+    out = top = total = None
+    for keys, values_t in chunks:
+        scores = matmul_nt(queries, keys)
+        chunk_top = scores.amax(-1, keepdim=True)
+        if out is None:
+            top = chunk_top
+            total = scores.sub_(top).exp_().sum(-1, keepdim=True)
+            out = matmul_nt(scores, values_t)
+            continue
+        new_top = torch.maximum(top, chunk_top)
+        rescale = (top - new_top).exp_()
+        top = new_top
+        total.mul_(rescale).add_(scores.sub_(top).exp_().sum(-1, keepdim=True))
+        out.mul_(rescale).add_(matmul_nt(scores, values_t))
+    return out.div_(total)
