@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="sam2.1_hiera_t")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--every", type=int, default=25, help="print a progress line every N frames")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         start, areas = time.perf_counter(), []
         for r in tracker.propagate():
             areas.append(float(r.masks[1].mean()))
-            if r.frame % 25 == 0:
+            if r.frame % max(1, args.every) == 0:
                 print(f"frame {r.frame}: {time.perf_counter() - start:.0f} s, RSS {PeakMemory._rss() / 2**20:.0f} MiB, "
                       f"peak so far {mem._peak / 2**20:.0f} MiB", flush=True)
         seconds = time.perf_counter() - start

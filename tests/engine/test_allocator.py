@@ -49,3 +49,54 @@ def test_tuning_removes_page_faults_and_can_be_turned_off():
 def test_release_is_harmless_without_tuning(monkeypatch):
     monkeypatch.setitem(allocator._state, "libc", None)
     allocator.release_freed_memory()
+
+
+def test_jobs_keep_freed_memory_between_steps_within_a_bound(monkeypatch):
+    released, unused = [], {"bytes": 10}
+
+    def release():
+        released.append(unused["bytes"])
+        unused["bytes"] = 10  # what a trim leaves: code, the interpreter's own memory
+
+    monkeypatch.setattr(allocator, "release_freed_memory", release)
+    monkeypatch.setattr(allocator, "unused_resident_bytes", lambda: unused["bytes"])
+    jobs = allocator.MemoryJobs(keep_bytes=100)
+    unused["bytes"] = 30
+    jobs.step_done()  # no job: returned at once
+    assert released == [30]
+    with jobs.job():
+        with jobs.job():  # a second job at the same time
+            unused["bytes"] = 50
+            jobs.step_done()  # the first step of a job: returned, the level after it noted
+            unused["bytes"] = 90
+            jobs.step_done()  # grew by 80: kept
+            assert released == [30, 50]
+            unused["bytes"] = 140
+            jobs.step_done()  # grew by 130: returned
+            assert released == [30, 50, 140]
+            unused["bytes"] = 40
+            jobs.step_done()
+        assert released == [30, 50, 140]  # one job still runs
+    assert released == [30, 50, 140, 40]  # the last one ended
+    monkeypatch.setattr(allocator, "unused_resident_bytes", lambda: None)
+    with jobs.job():
+        unused["bytes"] = 7
+        jobs.step_done()  # how much is kept is unknown: returned
+    assert released == [30, 50, 140, 40, 7, 10]
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc only")
+def test_unused_resident_bytes_counts_a_freed_buffer_until_released():
+    import numpy as np
+
+    assert allocator.keep_freed_memory()
+    if allocator.unused_resident_bytes() is None:
+        pytest.skip("glibc without mallinfo2")
+    allocator.release_freed_memory()
+    before = allocator.unused_resident_bytes()
+    buffer = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched: under the 128 MiB mmap threshold, from the heap
+    assert abs(allocator.unused_resident_bytes() - before) < 16 << 20  # in use: not counted
+    del buffer
+    assert allocator.unused_resident_bytes() - before >= 60 << 20  # freed and kept resident
+    allocator.release_freed_memory()
+    assert allocator.unused_resident_bytes() - before < 16 << 20  # given back
