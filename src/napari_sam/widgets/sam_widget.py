@@ -23,7 +23,7 @@ from .links import Links, process_until
 from .panel_view import PanelView
 from .sync import LayerSync
 from .track_panel import TrackPanel
-from .ui import build_panel
+from .ui import ScrollingPanel, build_panel
 
 
 class SamWidget(QWidget):
@@ -37,7 +37,9 @@ class SamWidget(QWidget):
         # napari hands plugins a PublicOnlyProxy; we compare layers by identity (and touch
         # only public API), so keep the viewer itself.
         self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
-        self.ui = build_panel(self)
+        inner = QWidget()
+        self.ui = build_panel(inner)
+        self.scroll = ScrollingPanel(inner, self)
         self.executor = NapariExecutor()
         self.session = Session(self.executor)
         self.links = Links(self)
@@ -45,7 +47,7 @@ class SamWidget(QWidget):
         self.choosers = Choosers(self.ui, self.viewer, self.session, self.sync, self.links)
         self.panel = PanelView(self.ui, self.session)
         self.instances = InstancesView(self.ui.instances, self.session, self.viewer, self.sync, self.links)
-        self.track_panel = TrackPanel(self.ui, self.session, self.layout(), lambda: self.links.defer(self.refocus))
+        self.track_panel = TrackPanel(self.ui, self.session, inner.layout(), lambda: self.links.defer(self.refocus))
         self._refocus_target = None
         self._wire()
         self.choosers.refresh()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtGui import QFontMetrics
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolButton,
@@ -27,7 +29,8 @@ from .instances_panel import InstancesPanel, build_instances
 from .model_list import MODEL_FILE, fill_models
 from .sections import collapsible
 
-__all__ = ["MODEL_FILE", "NEW_LABELS", "EverythingPanel", "InstancesPanel", "Panel", "StatusLine", "build_panel"]
+__all__ = ["MODEL_FILE", "NEW_LABELS", "EverythingPanel", "InstancesPanel", "Panel", "ScrollingPanel", "StatusLine",
+           "build_panel"]
 NEW_LABELS = "New layer: SAM labels"
 
 LEGEND = (
@@ -52,11 +55,19 @@ class StatusLine(QLabel):
         self.setWordWrap(False)
         self.setTextFormat(Qt.PlainText)
         self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
-        metrics = QFontMetrics(self.font())
-        self.setFixedHeight(self.LINES * metrics.lineSpacing() + 6)
+        self._fit_height()
         self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # new texts never relayout the panel
         self.setMinimumWidth(40)
         self.setText(text)
+
+    def _fit_height(self) -> None:
+        self.setFixedHeight(self.LINES * QFontMetrics(self.font()).lineSpacing() + 6)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().changeEvent(event)
+        if event.type() in (QEvent.FontChange, QEvent.StyleChange):  # napari's stylesheet sets its own font
+            self._fit_height()
+            self._fit()
 
     def full_text(self) -> str:
         return self._text
@@ -81,6 +92,41 @@ class StatusLine(QLabel):
         if words:
             lines.append(metrics.elidedText(" ".join(words), Qt.ElideRight, width))
         super().setText("\n".join(lines))
+
+
+class ScrollingPanel(QScrollArea):
+    """Holds the panel and scrolls it vertically when the dock is shorter than the panel (a
+    small screen, docks stacked): the rows keep their height instead of being drawn over each
+    other. Never takes the keyboard focus (the canvas keeps it); as wide as the panel needs,
+    as tall as it asks for, and the dock hears when that changes."""
+
+    def __init__(self, inner: QWidget, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setWidget(inner)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setFocusPolicy(Qt.NoFocus)
+        outer = QVBoxLayout(parent)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self)
+        inner.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()  # the panel's needs changed (fuller choosers, a section shown): tell the dock
+        return super().eventFilter(watched, event)
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self):  # noqa: N802 (Qt name)
+        hint = self.widget().sizeHint()
+        return QSize(hint.width() + self._bar(), hint.height())
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt name)
+        hint = self.widget().minimumSizeHint()
+        return QSize(hint.width() + self._bar(), min(hint.height(), 120))
 
 
 @dataclass
