@@ -19,17 +19,15 @@ def _rows(panel: QWidget) -> list[QWidget]:
             and not isinstance(w.parentWidget(), QComboBox)]
 
 
+def _name(w: QWidget) -> str:
+    return w.objectName() or f"{type(w).__name__}:{w.text() if hasattr(w, 'text') else ''}"
+
+
 def _overlaps(panel: QWidget) -> list[tuple[str, str]]:
+    """Pairs of controls (neither inside the other) whose rectangles intersect."""
     rows = _rows(panel)
-    bad = []
-    for i, a in enumerate(rows):
-        for b in rows[i + 1:]:
-            if a.isAncestorOf(b) or b.isAncestorOf(a):
-                continue
-            if _rect(a, panel).intersects(_rect(b, panel)):
-                bad.append((a.objectName() or type(a).__name__ + ":" + (getattr(a, "text", lambda: "")() or ""),
-                            b.objectName() or type(b).__name__ + ":" + (getattr(b, "text", lambda: "")() or "")))
-    return bad
+    return [(_name(a), _name(b)) for i, a in enumerate(rows) for b in rows[i + 1:]
+            if not (a.isAncestorOf(b) or b.isAncestorOf(a)) and _rect(a, panel).intersects(_rect(b, panel))]
 
 
 def test_a_short_dock_scrolls_and_no_rows_overlap(qtbot, widget):

@@ -98,7 +98,8 @@ class ScrollingPanel(QScrollArea):
     """Holds the panel and scrolls it vertically when the dock is shorter than the panel (a
     small screen, docks stacked): the rows keep their height instead of being drawn over each
     other. Never takes the keyboard focus (the canvas keeps it); as wide as the panel needs,
-    as tall as it asks for, and the dock hears when that changes."""
+    as tall as it asks for, and the dock hears when that changes. It becomes the only child of
+    ``parent``'s (new) vertical layout."""
 
     def __init__(self, inner: QWidget, parent: QWidget) -> None:
         super().__init__(parent)
